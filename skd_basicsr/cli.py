@@ -1,0 +1,61 @@
+"""The ``basicsr`` command: BasicSR's train and test pipelines with this plugin registered, plus tools.
+
+Each subcommand lives in its own module with a ``main(argv)`` function, imported only when it is run, so that
+``basicsr --help`` stays fast.
+"""
+import importlib
+import os
+import sys
+
+COMMANDS = {
+    'train': ('skd_basicsr.train', 'train with BasicSR\'s train_pipeline (flags as BasicSR: -opt, --launcher, '
+              '--auto_resume, --debug, --local_rank, --force_yml)'),
+    'test': ('skd_basicsr.test', 'test with BasicSR\'s test_pipeline (same flags)'),
+}
+
+USAGE = 'usage: basicsr {' + ','.join(COMMANDS) + '} ...'
+
+
+def run_pipeline(pipeline, prog, argv=None):
+    """Run a BasicSR pipeline (which reads ``sys.argv``) with the current directory as root path.
+
+    Errors in the options (:class:`skd_basicsr.compat.OptionError`) end the process with a one-line message and
+    exit status 2 instead of a traceback, before anything is trained.
+    """
+    from skd_basicsr.compat import OptionError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    saved = sys.argv
+    sys.argv = [prog] + argv
+    try:
+        pipeline(os.getcwd())
+    except OptionError as err:
+        print(f'{prog}: error: {err}', file=sys.stderr)
+        raise SystemExit(2)
+    finally:
+        sys.argv = saved
+
+
+def print_help(stream=sys.stdout):
+    lines = [USAGE, '', 'Soft Knowledge Distillation for BasicSR (skd_basicsr).', '', 'commands:']
+    lines += [f'  {name:<8}{text}' for name, (_, text) in COMMANDS.items()]
+    lines += ['', 'Run `basicsr COMMAND -h` for the options of a command.']
+    print('\n'.join(lines), file=stream)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ('-h', '--help'):
+        print_help()
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f'basicsr: error: unknown command {command!r}; choose from {", ".join(COMMANDS)}.', file=sys.stderr)
+        print(USAGE, file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return module.main(rest) or 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
