@@ -16,7 +16,10 @@ The fixes:
 * ``BaseModel.model_to_device`` wraps networks in DDP with ``device_ids=[torch.cuda.current_device()]``.
 * ``torch.load`` now defaults to ``weights_only=True``; BasicSR's resume states hold a ``collections.Counter``
   (the milestones of ``MultiStepRestartLR``), which is allow-listed instead of unpickling arbitrary code.
-* torchvision warns on the ``pretrained=`` argument BasicSR's VGG feature extractor passes.
+* torchvision warns on the ``pretrained=`` argument BasicSR's VGG feature extractor passes, and would download
+  weights when asked for pretrained ones; nothing can be downloaded at run time, so that is a clear error instead.
+* ``basicsr.metrics.niqe`` imports from SciPy's deprecated ``scipy.ndimage.filters`` namespace; the warning is
+  silenced at import so that test suites running with ``-W error`` can import basicsr.
 """
 import argparse
 import collections
@@ -25,6 +28,7 @@ import os
 import random
 import sys
 import types
+import warnings
 from os import path as osp
 
 import torch
@@ -405,12 +409,15 @@ def apply():
         return
     _alias_functional_tensor()
 
-    import basicsr.archs.vgg_arch as vgg_arch
-    import basicsr.models.base_model as base_model
-    import basicsr.test as bsr_test
-    import basicsr.train as bsr_train
-    import basicsr.utils.dist_util as dist_util
-    import basicsr.utils.options as options
+    with warnings.catch_warnings():
+        # basicsr.metrics.niqe imports from scipy.ndimage.filters, deprecated namespace, still working
+        warnings.filterwarnings('ignore', message='Please import `convolve`', category=DeprecationWarning)
+        import basicsr.archs.vgg_arch as vgg_arch
+        import basicsr.models.base_model as base_model
+        import basicsr.test as bsr_test
+        import basicsr.train as bsr_train
+        import basicsr.utils.dist_util as dist_util
+        import basicsr.utils.options as options
 
     vgg_arch.vgg = _VGGFactory(vgg_arch.vgg)
     options.ordered_yaml = _ordered_yaml

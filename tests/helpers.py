@@ -1,0 +1,77 @@
+"""Tiny data and option files for the tests: everything is made on the fly, nothing is downloaded."""
+import os
+import subprocess
+import sys
+from os import path as osp
+
+import cv2
+import numpy as np
+import yaml
+
+
+def write_images(folder, count=4, size=32, seed=0, channels=3, prefix=''):
+    """Write ``count`` random-textured PNGs (smooth enough for restoration to be learnable) and return their paths."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(count):
+        base = rng.random((size // 4, size // 4, channels))
+        img = cv2.resize(base, (size, size), interpolation=cv2.INTER_CUBIC)
+        img = np.clip(img * 255, 0, 255).astype(np.uint8)
+        path = osp.join(folder, f'{prefix}{i:03d}.png')
+        cv2.imwrite(path, img if channels == 3 else img.reshape(size, size))
+        paths.append(path)
+    return paths
+
+
+def write_noisy_pairs(root, count=4, size=32, sigma=25, seed=0):
+    """Folders root/gt and root/lq of matching names: clean images and their noisy copies."""
+    gt_paths = write_images(osp.join(root, 'gt'), count, size, seed)
+    rng = np.random.default_rng(seed + 1)
+    os.makedirs(osp.join(root, 'lq'), exist_ok=True)
+    for path in gt_paths:
+        img = cv2.imread(path).astype(np.float64)
+        noisy = np.clip(img + rng.normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(osp.join(root, 'lq', osp.basename(path)), noisy)
+    return osp.join(root, 'gt'), osp.join(root, 'lq')
+
+
+def paired_dataset_opt(gt, lq, phase='train', gt_size=16, batch=2):
+    """Options of BasicSR's PairedImageDataset reading two folders."""
+    opt = {'name': f'tiny_{phase}', 'type': 'PairedImageDataset', 'dataroot_gt': gt, 'dataroot_lq': lq,
+           'io_backend': {'type': 'disk'}}
+    if phase == 'train':
+        opt.update(gt_size=gt_size, use_hflip=True, use_rot=True, num_worker_per_gpu=0, batch_size_per_gpu=batch,
+                   dataset_enlarge_ratio=1)
+    return opt
+
+
+def ridnet_options(name, gt, lq, total_iter=4, checkpoint_freq=2):
+    """A plain BasicSR SRModel + RIDNet config, as a BasicSR user would write it."""
+    return {
+        'name': name, 'model_type': 'SRModel', 'scale': 1, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {'train': paired_dataset_opt(gt, lq), 'val': paired_dataset_opt(gt, lq, phase='val')},
+        'network_g': {'type': 'RIDNet', 'in_channels': 3, 'mid_channels': 16, 'out_channels': 3, 'num_block': 1},
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {'optim_g': {'type': 'Adam', 'lr': 1e-4},
+                  'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
+                  'total_iter': total_iter, 'warmup_iter': -1,
+                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
+        'val': {'val_freq': checkpoint_freq, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': checkpoint_freq, 'use_tb_logger': False},
+    }
+
+
+def write_options(path, opt):
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return str(path)
+
+
+def run_cli(args, cwd, timeout=600, env=None):
+    """Run the ``basicsr`` command as a user would (through this interpreter) and return the CompletedProcess."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env.setdefault('OMP_NUM_THREADS', '1')
+    return subprocess.run([sys.executable, '-m', 'skd_basicsr.cli'] + list(args), cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
