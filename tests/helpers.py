@@ -75,3 +75,42 @@ def run_cli(args, cwd, timeout=600, env=None):
     full_env.setdefault('OMP_NUM_THREADS', '1')
     return subprocess.run([sys.executable, '-m', 'skd_basicsr.cli'] + list(args), cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
+
+
+def tiny_restormer(dim):
+    """A Restormer small enough for tests: one block per level, one head."""
+    return {'type': 'Restormer', 'dim': dim, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1,
+            'heads': [1, 1, 1, 1], 'ffn_expansion_factor': 2.0, 'bias': False, 'LayerNorm_type': 'WithBias'}
+
+
+def save_teacher(path, network_opt, seed=0, param_key='params'):
+    """Save a (randomly initialised) teacher checkpoint in BasicSR's format and return its state_dict."""
+    import torch
+    from basicsr.archs import build_network
+
+    torch.manual_seed(seed)
+    net = build_network(dict(network_opt))
+    state = net.state_dict()
+    torch.save({param_key: state}, path)
+    return state
+
+
+def skd_options(name, gt, lq, teacher_path, total_iter=4, checkpoint_freq=2, contrast_space='teacher'):
+    """A tiny SKD config: Restormer dim 16 teacher, dim 8 student, every distillation term on."""
+    opt = ridnet_options(name, gt, lq, total_iter, checkpoint_freq)
+    opt['model_type'] = 'SKDModel'
+    opt['datasets']['train']['gt_size'] = 16
+    opt['network_g'] = tiny_restormer(8)
+    opt['network_t'] = tiny_restormer(16)
+    opt['path'].update({'pretrain_network_t': str(teacher_path), 'param_key_t': 'params', 'strict_load_t': True})
+    opt['distill'] = {'features': [{'student': 'encoder_level1', 'teacher': 'encoder_level1'},
+                                   {'student': 'latent', 'teacher': 'latent'},
+                                   {'student': 'refinement', 'teacher': 'refinement'}]}
+    opt['train'].update({
+        'feature_opt': {'type': 'SKDFeatureLoss', 'loss_weight': 0.1, 'mca_weight': 1.0, 'sigma': 1.0,
+                        'temperature': 'auto', 'branches': ['direct', 'channel', 'spatial'],
+                        'spatial_softmax': 'contracted'},
+        'contrast_opt': {'type': 'SKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': contrast_space,
+                         'positive': 'teacher'},
+    })
+    return opt

@@ -1,0 +1,276 @@
+"""SKDModel: BasicSR's SRModel with a frozen teacher, feature taps, adapters and the SKD losses."""
+import os
+from collections import OrderedDict
+from copy import deepcopy
+
+import torch
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.metrics import calculate_metric
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger, tensor2img
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from skd_basicsr.compat import OptionError, safe_torch_load
+from skd_basicsr.distill import FeatureAdapters, FeatureTaps
+
+DISTILL_KEYS = ('features', 'adapter')
+FEATURE_PAIR_KEYS = ('student', 'teacher')
+ADAPTER_TYPES = ('conv1x1', 'none')
+IN_CHANNEL_KEYS = ('inp_channels', 'in_channels', 'num_in_ch', 'in_nc')  # how BasicSR archs name it
+PROBE_SIZE = 64  # side of the dummy input that discovers feature shapes: divisible by 8 for Restormer's 3 downs
+
+
+@MODEL_REGISTRY.register()
+class SKDModel(SRModel):
+    """Soft Knowledge Distillation of ``network_g`` (student) from ``network_t`` (teacher).
+
+    Total loss ``L_REC + alpha2 L_GK + alpha3 L_CL`` with L_REC from ``train.pixel_opt`` (logged ``l_pix``), L_GK
+    from ``train.feature_opt`` (``l_gk`` and its parts) and L_CL from ``train.contrast_opt`` (``l_cl``); the alphas
+    are the ``loss_weight`` of the last two. Everything else (EMA, validation, checkpoints) is SRModel's.
+
+    The teacher is built from ``network_t`` and loaded from ``path.pretrain_network_t`` (``param_key_t``,
+    ``strict_load_t``); it stays frozen in eval mode, runs under inference mode, is never in the optimizer, never
+    wrapped in DDP and never saved. Features are tapped by module name (``distill.features``); 1x1 adapters map
+    student channels to the teacher's where they differ and are trained, saved in the training states and resumed
+    with the student, but never written to ``net_g_*.pth``.
+    """
+
+    def init_training_settings(self):
+        self.distill_opt = parse_distill_options(self.opt.get('distill'))
+        self.net_t = self.build_teacher()
+        self.pairs = self.distill_opt['features']
+        self.taps_s = FeatureTaps(self.get_bare_model(self.net_g), [p['student'] for p in self.pairs], 'network_g')
+
+        train_opt = self.opt['train']
+        self.cri_feat = build_loss(train_opt['feature_opt']).to(self.device) if train_opt.get('feature_opt') else None
+        self.cri_contrast = (build_loss(train_opt['contrast_opt']).to(self.device)
+                             if train_opt.get('contrast_opt') else None)
+        contrast_layers = []
+        if self.cri_contrast is not None and self.cri_contrast.feature_space == 'teacher':
+            contrast_layers = self.cri_contrast.layers
+        self.taps_t = FeatureTaps(self.net_t, [p['teacher'] for p in self.pairs] + contrast_layers, 'network_t')
+        if contrast_layers:
+            self.cri_contrast.bind_feature_extractor(lambda img: self.taps_t.capture(self.net_t, img, contrast_layers))
+
+        self.adapters = self.model_to_device_if_trainable(self.build_adapters())
+        super().init_training_settings()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # set-up
+    # ----------------------------------------------------------------------------------------------------------
+    def build_teacher(self):
+        """Build ``network_t``, load its weights and freeze it."""
+        if 'network_t' not in self.opt:
+            raise OptionError('SKDModel needs `network_t` (the teacher architecture) in the options.')
+        path = self.opt['path'].get('pretrain_network_t')
+        if not path:
+            raise OptionError('SKDModel needs `path: pretrain_network_t:` (the trained teacher weights); distilling '
+                              'from an untrained teacher teaches nothing.')
+        net_t = build_network(deepcopy(self.opt['network_t'])).to(self.device)
+        load_teacher_weights(net_t, path, self.opt['path'].get('param_key_t', 'params'),
+                             self.opt['path'].get('strict_load_t', True))
+        net_t.eval()
+        net_t.requires_grad_(False)
+        self.print_network(net_t)
+        return net_t
+
+    def build_adapters(self):
+        """Discover feature shapes with one dummy forward of both nets, check them, and build the adapters."""
+        net_g = self.get_bare_model(self.net_g)
+        in_ch = next((self.opt['network_g'][k] for k in IN_CHANNEL_KEYS if k in self.opt['network_g']), 3)
+        probe = torch.zeros(1, in_ch, PROBE_SIZE, PROBE_SIZE, device=self.device)
+        with torch.no_grad():
+            with self.taps_s.recording() as feats_s:
+                out_s = net_g(probe)
+            with self.taps_t.recording() as feats_t:
+                out_t = self.net_t(probe)
+        if out_s.shape != out_t.shape:
+            raise OptionError(f'network_g outputs {tuple(out_s.shape)} but network_t outputs {tuple(out_t.shape)} '
+                              f'for an input of {tuple(probe.shape)}; student and teacher must restore to the same '
+                              'shape.')
+        channels_s, channels_t = [], []
+        for pair in self.pairs:
+            s, t = feats_s[pair['student']], feats_t[pair['teacher']]
+            where = f"distill.features {pair['student']} -> {pair['teacher']}"
+            if not (torch.is_tensor(s) and s.dim() == 4 and torch.is_tensor(t) and t.dim() == 4):
+                raise OptionError(f'{where}: both modules must output one (B, C, H, W) tensor.')
+            if s.shape[-2:] != t.shape[-2:]:
+                raise OptionError(f'{where}: spatial sizes differ (student {tuple(s.shape[-2:])}, teacher '
+                                  f'{tuple(t.shape[-2:])} for a {PROBE_SIZE}x{PROBE_SIZE} input); pair levels of '
+                                  'the same resolution.')
+            if s.shape[1] != t.shape[1] and self.distill_opt['adapter'] == 'none':
+                raise OptionError(f'{where}: channels differ (student {s.shape[1]}, teacher {t.shape[1]}) and '
+                                  'distill.adapter is none; set `adapter: conv1x1` or pair levels of equal width.')
+            channels_s.append(s.shape[1])
+            channels_t.append(t.shape[1])
+        return FeatureAdapters(channels_s, channels_t).to(self.device)
+
+    def model_to_device_if_trainable(self, net):
+        # DDP refuses modules without trainable parameters (all levels may be identities)
+        if any(p.requires_grad for p in net.parameters()):
+            return self.model_to_device(net)
+        return net.to(self.device)
+
+    def setup_optimizers(self):
+        """One optimizer over the student and the adapters, as SRModel builds it for the student alone."""
+        train_opt = self.opt['train']
+        params = [v for v in self.net_g.parameters() if v.requires_grad]
+        params += [v for v in self.adapters.parameters() if v.requires_grad]
+        optim_opt = deepcopy(train_opt['optim_g'])
+        optim_type = optim_opt.pop('type')
+        self.optimizer_g = self.get_optimizer(optim_type, params, **optim_opt)
+        self.optimizers.append(self.optimizer_g)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # training
+    # ----------------------------------------------------------------------------------------------------------
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad()
+        with self.taps_s.recording() as feats_s:
+            self.output = self.net_g(self.lq)
+        with torch.inference_mode(), self.taps_t.recording() as feats_t:
+            self.output_t = self.net_t(self.lq)
+
+        l_total = 0
+        loss_dict = OrderedDict()
+        if self.cri_pix:
+            l_pix = self.cri_pix(self.output, self.gt)
+            l_total += l_pix
+            loss_dict['l_pix'] = l_pix
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
+                if value is not None:
+                    l_total += value
+                    loss_dict[name] = value
+        if self.cri_feat:
+            student = self.adapters([feats_s[p['student']] for p in self.pairs])
+            l_gk, parts = self.cri_feat(student, [feats_t[p['teacher']] for p in self.pairs])
+            l_total += l_gk
+            loss_dict['l_gk'] = l_gk
+            loss_dict.update(parts)
+        if self.cri_contrast:
+            negative_feats = None
+            if self.cri_contrast.feature_space == 'teacher':
+                negative_feats = {layer: feats_t[layer] for layer in self.cri_contrast.layers}
+            positives = self.cri_contrast.positives(self.output_t, self.gt)
+            l_cl = self.cri_contrast(self.output, positives, self.lq, negative_feats=negative_feats)
+            l_total += l_cl
+            loss_dict['l_cl'] = l_cl
+
+        l_total.backward()
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # validation
+    # ----------------------------------------------------------------------------------------------------------
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        if self.is_train and self.opt['val'].get('metrics'):
+            self.report_teacher_once(dataloader)
+        super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+    def report_teacher_once(self, dataloader):
+        """Log the teacher's metrics on a validation set the first time it is seen: a wrong teacher shows at once."""
+        name = dataloader.dataset.opt['name']
+        self.teacher_metrics = getattr(self, 'teacher_metrics', {})
+        if name in self.teacher_metrics:
+            return
+        sums = {metric: 0.0 for metric in self.opt['val']['metrics']}
+        count = 0
+        for data in dataloader:
+            with torch.inference_mode():
+                output = self.net_t(data['lq'].to(self.device))
+            metric_data = {'img': tensor2img([output.cpu()])}
+            if 'gt' in data:
+                metric_data['img2'] = tensor2img([data['gt']])
+            for metric, metric_opt in self.opt['val']['metrics'].items():
+                sums[metric] += calculate_metric(metric_data, metric_opt)
+            count += 1
+        self.teacher_metrics[name] = {metric: value / max(count, 1) for metric, value in sums.items()}
+        text = '\t'.join(f'# {metric}: {value:.4f}' for metric, value in self.teacher_metrics[name].items())
+        get_root_logger().info(f'Teacher (network_t) on {name}:\t{text}')
+
+    # ----------------------------------------------------------------------------------------------------------
+    # checkpoints
+    # ----------------------------------------------------------------------------------------------------------
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        """BasicSR's training state plus the adapters, written atomically."""
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers],
+                 'adapters': self.get_bare_model(self.adapters).state_dict()}
+        atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def resume_training(self, resume_state):
+        super().resume_training(resume_state)
+        if 'adapters' not in resume_state:
+            raise OptionError('The training state has no adapters: it was not written by SKDModel.')
+        self.get_bare_model(self.adapters).load_state_dict(resume_state['adapters'])
+
+
+def parse_distill_options(distill_opt):
+    """Check the ``distill`` section and fill its defaults.
+
+    Raises:
+        OptionError: Unknown keys (a typo must not fall back to a default), missing or malformed feature pairs.
+    """
+    if not distill_opt or not distill_opt.get('features'):
+        raise OptionError('SKDModel needs `distill: features:`, a list of {student: NAME, teacher: NAME} module '
+                          'pairs, e.g. {student: encoder_level1, teacher: encoder_level1}.')
+    unknown = sorted(set(distill_opt) - set(DISTILL_KEYS))
+    if unknown:
+        raise OptionError(f'distill: unknown option(s) {unknown}; the options are {list(DISTILL_KEYS)}.')
+    adapter = distill_opt.get('adapter', 'conv1x1')
+    if adapter not in ADAPTER_TYPES:
+        raise OptionError(f'distill.adapter: {adapter!r} is not one of {list(ADAPTER_TYPES)}.')
+    pairs = []
+    for i, pair in enumerate(distill_opt['features']):
+        if isinstance(pair, str):
+            pair = {'student': pair, 'teacher': pair}
+        if not isinstance(pair, dict) or set(pair) != set(FEATURE_PAIR_KEYS):
+            raise OptionError(f'distill.features[{i}]: expected {{student: NAME, teacher: NAME}}, got {pair!r}.')
+        pairs.append(dict(pair))
+    return {'features': pairs, 'adapter': adapter}
+
+
+def load_teacher_weights(net, path, param_key='params', strict=True):
+    """Load teacher weights without unpickling code, with errors that say what is wrong and what the file has.
+
+    Raises:
+        OptionError: Missing or unreadable file, ``param_key`` not in the file, strict-load mismatch.
+    """
+    state = safe_torch_load(path)
+    if param_key is not None:
+        if not isinstance(state, dict) or param_key not in state:
+            keys = list(state)[:10] if isinstance(state, dict) else type(state).__name__
+            raise OptionError(f'path.pretrain_network_t {path}: no param_key_t {param_key!r} in the file; it has '
+                              f'{keys}. Set `param_key_t` to one of them (~ for a bare state_dict).')
+        state = state[param_key]
+    state = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items())
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f'{k}: file {tuple(state[k].shape)}, network {tuple(own[k].shape)}' for k in own
+             if k in state and state[k].shape != own[k].shape]
+    if wrong:
+        raise OptionError(f'path.pretrain_network_t {path} does not fit network_t: {len(wrong)} shape mismatch(es), '
+                          f'first: {wrong[:3]}. Check network_t against the config the teacher was trained with.')
+    if strict and (missing or unexpected):
+        raise OptionError(f'path.pretrain_network_t {path} does not fit network_t (strict_load_t): '
+                          f'{len(missing)} missing key(s) {missing[:5]}, {len(unexpected)} unexpected key(s) '
+                          f'{unexpected[:5]}.')
+    net.load_state_dict(state, strict=strict)
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` to a temporary file in the same folder, then rename: a kill never leaves half a file."""
+    tmp = f'{path}.tmp{os.getpid()}'
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,196 @@
+"""SKDModel: teacher hygiene, taps, adapters, gradients of every term, checkpoints, end to end through the CLI."""
+import copy
+import os
+
+import pytest
+import torch
+
+import skd_basicsr  # noqa: F401
+from basicsr.archs import build_network
+from basicsr.models import build_model
+from skd_basicsr.compat import OptionError
+from skd_basicsr.losses import SKDContrastiveLoss, SKDFeatureLoss
+
+from helpers import run_cli, save_teacher, skd_options, tiny_restormer, write_noisy_pairs, write_options
+
+
+def make_opt(tmp_path, **kwargs):
+    gt, lq = write_noisy_pairs(str(tmp_path / 'data'), size=32)
+    save_teacher(tmp_path / 'teacher.pth', tiny_restormer(16))
+    opt = skd_options('tiny_SKD', gt, lq, tmp_path / 'teacher.pth', **kwargs)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, auto_resume=False)
+    root = tmp_path / 'experiments' / opt['name']
+    opt['path'].update(experiments_root=str(root), models=str(root / 'models'),
+                       training_states=str(root / 'training_states'), log=str(root), visualization=str(root / 'vis'))
+    for key in ('models', 'training_states'):
+        os.makedirs(opt['path'][key], exist_ok=True)
+    opt['datasets']['train']['phase'] = 'train'
+    opt['datasets']['val']['phase'] = 'val'
+    return opt
+
+
+def batch(seed=0, size=16):
+    g = torch.Generator().manual_seed(seed)
+    gt = torch.rand(2, 3, size, size, generator=g)
+    return {'lq': (gt + 0.1 * torch.randn(2, 3, size, size, generator=g)), 'gt': gt}
+
+
+def grads_after_one_backward(model):
+    model.optimizer_g.step = lambda *a, **k: None  # keep the gradients of this one backward to look at
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    student = [p.grad for p in model.net_g.parameters()]
+    adapters = [p.grad for p in model.adapters.parameters()]
+    teacher = [p.grad for p in model.net_t.parameters()]
+    return student, adapters, teacher
+
+
+def nonzero(grads):
+    return any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_build_types_and_teacher_hygiene(tmp_path):
+    model = build_model(make_opt(tmp_path))
+    assert isinstance(model.cri_feat, SKDFeatureLoss) and isinstance(model.cri_contrast, SKDContrastiveLoss)
+    assert not model.net_t.training and not any(p.requires_grad for p in model.net_t.parameters())
+    in_optimizer = {id(p) for group in model.optimizer_g.param_groups for p in group['params']}
+    assert all(id(p) in in_optimizer for p in model.net_g.parameters())
+    assert all(id(p) in in_optimizer for p in model.adapters.parameters())
+    assert not any(id(p) in in_optimizer for p in model.net_t.parameters())
+    # dim 8 -> 16 at every level: one 1x1 conv per distilled level
+    assert [tuple(a.weight.shape) for a in model.adapters.levels] == [(16, 8, 1, 1), (128, 64, 1, 1), (32, 16, 1, 1)]
+
+
+def test_one_step_logs_every_term_and_leaves_the_teacher_alone(tmp_path):
+    model = build_model(make_opt(tmp_path))
+    teacher_before = copy.deepcopy(model.net_t.state_dict())
+    student_before = copy.deepcopy(model.net_g.state_dict())
+    adapters_before = copy.deepcopy(model.adapters.state_dict())
+    for it in (1, 2, 3):
+        model.feed_data(batch(it))
+        model.optimize_parameters(it)
+    log = model.get_current_log()
+    assert list(log) == ['l_pix', 'l_gk', 'l_gk_direct', 'l_gk_channel', 'l_gk_spatial', 'l_cl']
+    assert all(torch.isfinite(torch.tensor(v)) for v in log.values())
+    assert log['l_gk'] == pytest.approx(log['l_gk_direct'] + log['l_gk_channel'] + log['l_gk_spatial'], rel=1e-5)
+    assert all(torch.equal(v, model.net_t.state_dict()[k]) for k, v in teacher_before.items())
+    assert not model.net_t.training
+    assert any(not torch.equal(v, model.net_g.state_dict()[k]) for k, v in student_before.items())
+    assert any(not torch.equal(v, model.adapters.state_dict()[k]) for k, v in adapters_before.items())
+
+
+@pytest.mark.parametrize('term', ['pixel', 'feature', 'contrast'])
+def test_every_term_reaches_the_student_and_never_the_teacher(tmp_path, term):
+    opt = make_opt(tmp_path)
+    weights = {'pixel': 'pixel_opt', 'feature': 'feature_opt', 'contrast': 'contrast_opt'}
+    for name, key in weights.items():
+        opt['train'][key]['loss_weight'] = 1.0 if name == term else 0.0
+    student, adapters, teacher = grads_after_one_backward(build_model(opt))
+    assert nonzero(student)
+    assert nonzero(adapters) == (term == 'feature')  # adapters only enter L_GK
+    assert all(g is None for g in teacher)
+
+
+def test_contrast_in_teacher_space_reuses_the_teacher_forward(tmp_path):
+    model = build_model(make_opt(tmp_path))
+    calls = []
+    model.net_t.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape))
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    # the forward on lq (features, output, negative), then the anchor and the positive: nothing more
+    assert len(calls) == 3
+
+
+def test_taps_record_nothing_outside_distillation(tmp_path):
+    model = build_model(make_opt(tmp_path, total_iter=4))
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+
+    class NoWrites(dict):
+
+        def __setitem__(self, key, value):
+            raise AssertionError(f'{key} recorded outside distillation')
+
+    model.taps_s.features = NoWrites()
+    model.taps_t.features = NoWrites()
+    model.test()
+    assert model.output.shape == model.gt.shape
+
+
+def test_unknown_module_name_lists_the_names_that_exist(tmp_path):
+    opt = make_opt(tmp_path)
+    opt['distill']['features'][0] = {'student': 'encoder_levl1', 'teacher': 'encoder_level1'}
+    with pytest.raises(ValueError, match=r"network_g has no module named 'encoder_levl1'(.|\n)*closest to "
+                                         r"'encoder_levl1': encoder_level1(.|\n)*top-level modules of network_g"):
+        build_model(opt)
+
+
+def test_spatial_mismatch_is_a_clear_error(tmp_path):
+    opt = make_opt(tmp_path)
+    opt['distill']['features'] = [{'student': 'encoder_level1', 'teacher': 'latent'}]
+    with pytest.raises(OptionError, match=r'encoder_level1 -> latent: spatial sizes differ'):
+        build_model(opt)
+
+
+def test_channel_mismatch_without_adapters_is_a_clear_error(tmp_path):
+    opt = make_opt(tmp_path)
+    opt['distill']['adapter'] = 'none'
+    with pytest.raises(OptionError, match=r'channels differ \(student 8, teacher 16\) and distill.adapter is none'):
+        build_model(opt)
+
+
+def test_distill_typo_is_refused(tmp_path):
+    opt = make_opt(tmp_path)
+    opt['distill']['adaptor'] = 'conv1x1'
+    with pytest.raises(OptionError, match=r"distill: unknown option\(s\) \['adaptor'\]"):
+        build_model(opt)
+
+
+def test_vgg19_without_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match='needs VGG19 ImageNet weights on disk(.|\n)*feature_space: teacher'):
+        SKDContrastiveLoss(feature_space='vgg19')
+
+
+def test_first_validation_reports_the_teacher(tmp_path, caplog):
+    from basicsr.data import build_dataloader, build_dataset
+    opt = make_opt(tmp_path)
+    model = build_model(opt)
+    loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0, dist=False)
+    with caplog.at_level('INFO', logger='basicsr'):
+        model.validation(loader, 1, None, False)
+        model.validation(loader, 2, None, False)
+    teacher_lines = [r for r in caplog.records if 'Teacher (network_t) on tiny_val' in r.getMessage()]
+    assert len(teacher_lines) == 1 and '# psnr:' in teacher_lines[0].getMessage()
+
+
+def test_train_through_cli_and_export_a_plain_restormer(tmp_path):
+    opt = make_opt(tmp_path)
+    for key in ('is_train', 'dist', 'rank', 'world_size', 'auto_resume'):
+        opt.pop(key)
+    opt['path'] = {k: v for k, v in opt['path'].items() if k in ('pretrain_network_t', 'param_key_t',
+                                                                 'strict_load_t', 'resume_state')}
+    write_options(tmp_path / 'skd.yml', opt)
+    proc = run_cli(['train', '-opt', 'skd.yml'], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    for name in ('l_pix:', 'l_gk:', 'l_gk_direct:', 'l_gk_channel:', 'l_gk_spatial:', 'l_cl:', 'Teacher (network_t)'):
+        assert name in log
+    exp = tmp_path / 'experiments' / 'tiny_SKD'
+    assert sorted(os.listdir(exp / 'models')) == ['net_g_2.pth', 'net_g_4.pth', 'net_g_latest.pth']
+    exported = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)
+    assert list(exported) == ['params']
+    student = build_network(tiny_restormer(8))
+    student.load_state_dict(exported['params'], strict=True)
+    state = torch.load(exp / 'training_states' / '4.state', weights_only=True)
+    assert set(state['adapters']) == {f'levels.{i}.{p}' for i in range(3) for p in ('weight', 'bias')}
+
+    test_opt = {'name': 'tiny_student_test', 'model_type': 'SRModel', 'scale': 1, 'num_gpu': 0,
+                'datasets': {'test_1': opt['datasets']['val']}, 'network_g': tiny_restormer(8),
+                'path': {'pretrain_network_g': str(exp / 'models' / 'net_g_latest.pth'), 'strict_load_g': True},
+                'val': {'save_img': False, 'metrics': opt['val']['metrics']}}
+    write_options(tmp_path / 'test.yml', test_opt)
+    tested = run_cli(['test', '-opt', 'test.yml'], cwd=tmp_path)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert '# psnr:' in tested.stdout + tested.stderr
