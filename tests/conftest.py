@@ -1,0 +1,17 @@
+import os
+from os import path as osp
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def fixtures_dir():
+    """shared/fixtures: $SKD_FIXTURES, else ../shared/fixtures beside the clone (as in CI), else /work/shared."""
+    candidates = [os.environ.get('SKD_FIXTURES'), osp.join(REPO, '..', 'shared', 'fixtures'), '/work/shared/fixtures']
+    for path in candidates:
+        if path and osp.isfile(osp.join(path, 'restormer_reference_tiny.pt')):
+            return path
+    pytest.fail(f'Reference fixtures not found; looked in {[c for c in candidates if c]}. Set SKD_FIXTURES to the '
+                'folder holding restormer_reference_tiny.pt and restormer_official_keys.txt.')
