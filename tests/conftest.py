@@ -2,8 +2,13 @@ import os
 from os import path as osp
 
 import pytest
+import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+# Tiny tensors gain nothing from a second thread, and OpenMP threads that spin while another process holds the
+# cores made one tiny SKD step take 11 s instead of 0.1 s on this shared 2-core machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope='session')

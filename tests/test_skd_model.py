@@ -24,8 +24,8 @@ def make_opt(tmp_path, **kwargs):
                        training_states=str(root / 'training_states'), log=str(root), visualization=str(root / 'vis'))
     for key in ('models', 'training_states'):
         os.makedirs(opt['path'][key], exist_ok=True)
-    opt['datasets']['train']['phase'] = 'train'
-    opt['datasets']['val']['phase'] = 'val'
+    for phase in ('train', 'val'):
+        opt['datasets'][phase].update(phase=phase, scale=1)
     return opt
 
 
@@ -153,16 +153,24 @@ def test_vgg19_without_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
         SKDContrastiveLoss(feature_space='vgg19')
 
 
-def test_first_validation_reports_the_teacher(tmp_path, caplog):
+def test_first_validation_reports_the_teacher(tmp_path):
+    import logging
+
     from basicsr.data import build_dataloader, build_dataset
     opt = make_opt(tmp_path)
     model = build_model(opt)
     loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0, dist=False)
-    with caplog.at_level('INFO', logger='basicsr'):
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger('basicsr').addHandler(handler)  # BasicSR's logger does not propagate to pytest's caplog
+    try:
         model.validation(loader, 1, None, False)
         model.validation(loader, 2, None, False)
-    teacher_lines = [r for r in caplog.records if 'Teacher (network_t) on tiny_val' in r.getMessage()]
-    assert len(teacher_lines) == 1 and '# psnr:' in teacher_lines[0].getMessage()
+    finally:
+        logging.getLogger('basicsr').removeHandler(handler)
+    teacher_lines = [r.getMessage() for r in records if 'Teacher (network_t) on tiny_val' in r.getMessage()]
+    assert len(teacher_lines) == 1 and '# psnr:' in teacher_lines[0]
 
 
 def test_train_through_cli_and_export_a_plain_restormer(tmp_path):
