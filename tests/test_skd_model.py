@@ -157,6 +157,8 @@ def test_first_validation_reports_the_teacher(tmp_path):
     import logging
 
     from basicsr.data import build_dataloader, build_dataset
+    from basicsr.utils import get_root_logger
+    get_root_logger(log_level=logging.INFO)  # as train_pipeline sets it up
     opt = make_opt(tmp_path)
     model = build_model(opt)
     loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0, dist=False)

@@ -41,12 +41,19 @@ REDUCTIONS = ('mean', 'sum')
 DEFAULT_CHUNK_SIZE = 256
 
 
-def _check_temperature(temperature, option='temperature'):
+def _check_temperature(temperature):
     valid_number = isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
     if temperature == 'auto' or (valid_number and math.isfinite(temperature) and temperature > 0):
         return
-    raise ValueError(f'{option}={temperature!r} is not allowed: use \'auto\' (sqrt of the contracted dimension) '
-                     'or a finite number > 0 (the journal version reports 1e-6).')
+    hint = ''
+    if isinstance(temperature, str):
+        try:
+            float(temperature)
+            hint = f' YAML reads {temperature} as a string: write it with a dot (1.0e-6) or as !!float {temperature}.'
+        except ValueError:
+            pass
+    raise ValueError(f'temperature={temperature!r} is not allowed: use \'auto\' (sqrt of the contracted dimension) '
+                     f'or a finite number > 0 (the journal version reports 1e-6).{hint}')
 
 
 def _resolve_temperature(temperature, contracted_dim):
@@ -160,7 +167,7 @@ def mca_spatial(s, t, temperature='auto', softmax='contracted', chunk_size=DEFAU
       query = S^T, key = T^T, value = S^T (tokens as rows), run on
       :func:`torch.nn.functional.scaled_dot_product_attention` with ``scale = 1 / lambda``: forced to the flash
       kernel on CPU, flash or memory-efficient on CUDA (other devices: the backend SDPA picks). Memory
-      O(B * N * C). Twice differentiable as far as the kernel is.
+      O(B * N * C).
     * ``'rows'``: the literal row-wise softmax, ``P[p, q] = softmax_q(<T_p, S_q> / lambda)``, then ``S P``.
       Computed ``chunk_size`` rows of P at a time by a custom autograd function that saves only S and T and
       recomputes each chunk in backward. Working memory is about two (B, chunk_size, N) blocks (forward: logits
