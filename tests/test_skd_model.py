@@ -157,20 +157,22 @@ def test_first_validation_reports_the_teacher(tmp_path):
     import logging
 
     from basicsr.data import build_dataloader, build_dataset
-    from basicsr.utils import get_root_logger
-    get_root_logger(log_level=logging.INFO)  # as train_pipeline sets it up
     opt = make_opt(tmp_path)
     model = build_model(opt)
     loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0, dist=False)
     records = []
     handler = logging.Handler()
     handler.emit = records.append
-    logging.getLogger('basicsr').addHandler(handler)  # BasicSR's logger does not propagate to pytest's caplog
+    logger = logging.getLogger('basicsr')  # it does not propagate to pytest's caplog
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # as train_pipeline sets it up
     try:
         model.validation(loader, 1, None, False)
         model.validation(loader, 2, None, False)
     finally:
-        logging.getLogger('basicsr').removeHandler(handler)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     teacher_lines = [r.getMessage() for r in records if 'Teacher (network_t) on tiny_val' in r.getMessage()]
     assert len(teacher_lines) == 1 and '# psnr:' in teacher_lines[0]
 
