@@ -229,7 +229,9 @@ def parse_options(root_path, is_train=True, argv=None):
         print('Disable distributed.', flush=True)
     else:
         opt['dist'] = True
-        init_dist(args.launcher, **(opt.get('dist_params') or {}))
+        # as in BasicSR, dist_params (the port) only matter to slurm; the backend follows the hardware
+        port = (opt.get('dist_params') or {}).get('port') if args.launcher == 'slurm' else None
+        init_dist(args.launcher, port=port)
     opt['rank'], opt['world_size'] = get_dist_info()
 
     seed = opt.get('manual_seed')
@@ -290,13 +292,13 @@ def default_backend():
     return 'nccl' if torch.cuda.is_available() else 'gloo'
 
 
-def init_dist(launcher, backend=None, **kwargs):
+def init_dist(launcher, backend=None, port=None):
     """``basicsr.utils.dist_util.init_dist`` that also runs on CPU.
 
     Args:
         launcher (str): 'pytorch' (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR...) or 'slurm'.
         backend (str | None): torch.distributed backend; NCCL with GPUs, gloo without. Default: None.
-        kwargs: ``port`` for slurm (from ``dist_params`` in the options).
+        port (int | None): Master port for slurm (``dist_params.port`` in the options). Default: None.
     """
     import torch.distributed as dist
     import torch.multiprocessing as mp
@@ -312,7 +314,6 @@ def init_dist(launcher, backend=None, **kwargs):
         import subprocess
         rank = int(os.environ['SLURM_PROCID'])
         node_list = os.environ['SLURM_NODELIST']
-        port = kwargs.get('port')
         if port is not None:
             os.environ['MASTER_PORT'] = str(port)
         os.environ.setdefault('MASTER_PORT', '29500')

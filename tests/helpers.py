@@ -60,6 +60,7 @@ def ridnet_options(name, gt, lq, total_iter=4, checkpoint_freq=2):
         'val': {'val_freq': checkpoint_freq, 'save_img': False,
                 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}},
         'logger': {'print_freq': 1, 'save_checkpoint_freq': checkpoint_freq, 'use_tb_logger': False},
+        'dist_params': {'backend': 'nccl', 'port': 29500},  # as BasicSR's own files have it; nccl needs a GPU
     }
 
 
