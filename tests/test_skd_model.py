@@ -206,3 +206,20 @@ def test_train_through_cli_and_export_a_plain_restormer(tmp_path):
     tested = run_cli(['test', '-opt', 'test.yml'], cwd=tmp_path)
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert '# psnr:' in tested.stdout + tested.stderr
+
+
+def test_output_distillation_baseline(tmp_path):
+    opt = make_opt(tmp_path)
+    del opt['distill'], opt['train']['feature_opt'], opt['train']['contrast_opt']
+    opt['train']['output_opt'] = {'type': 'L1Loss', 'loss_weight': 1.0}
+    model = build_model(opt)
+    student, adapters, teacher = grads_after_one_backward(model)
+    assert list(model.get_current_log()) == ['l_pix', 'l_kd']
+    assert nonzero(student) and adapters == [] and all(g is None for g in teacher)
+
+
+def test_feature_loss_without_features_is_refused(tmp_path):
+    opt = make_opt(tmp_path)
+    del opt['distill']
+    with pytest.raises(OptionError, match='train.feature_opt needs `distill: features:`'):
+        build_model(opt)

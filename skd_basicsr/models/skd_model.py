@@ -28,7 +28,9 @@ class SKDModel(SRModel):
 
     Total loss ``L_REC + alpha2 L_GK + alpha3 L_CL`` with L_REC from ``train.pixel_opt`` (logged ``l_pix``), L_GK
     from ``train.feature_opt`` (``l_gk`` and its parts) and L_CL from ``train.contrast_opt`` (``l_cl``); the alphas
-    are the ``loss_weight`` of the last two. Everything else (EMA, validation, checkpoints) is SRModel's.
+    are the ``loss_weight`` of the last two. ``train.output_opt`` (any BasicSR pixel loss between the student's and
+    the teacher's outputs, logged ``l_kd``) gives the usual output-distillation baseline. Everything else (EMA,
+    validation, checkpoints) is SRModel's.
 
     The teacher is built from ``network_t`` and loaded from ``path.pretrain_network_t`` (``param_key_t``,
     ``strict_load_t``); it stays frozen in eval mode, runs under inference mode, is never in the optimizer, never
@@ -38,13 +40,14 @@ class SKDModel(SRModel):
     """
 
     def init_training_settings(self):
-        self.distill_opt = parse_distill_options(self.opt.get('distill'))
+        self.distill_opt = parse_distill_options(self.opt.get('distill'), self.opt['train'].get('feature_opt'))
         self.net_t = self.build_teacher()
         self.pairs = self.distill_opt['features']
         self.taps_s = FeatureTaps(self.get_bare_model(self.net_g), [p['student'] for p in self.pairs], 'network_g')
 
         train_opt = self.opt['train']
         self.cri_feat = build_loss(train_opt['feature_opt']).to(self.device) if train_opt.get('feature_opt') else None
+        self.cri_output = build_loss(train_opt['output_opt']).to(self.device) if train_opt.get('output_opt') else None
         self.cri_contrast = (build_loss(train_opt['contrast_opt']).to(self.device)
                              if train_opt.get('contrast_opt') else None)
         contrast_layers = []
@@ -151,6 +154,10 @@ class SKDModel(SRModel):
             l_total += l_gk
             loss_dict['l_gk'] = l_gk
             loss_dict.update(parts)
+        if self.cri_output:
+            l_kd = self.cri_output(self.output, self.output_t)
+            l_total += l_kd
+            loss_dict['l_kd'] = l_kd
         if self.cri_contrast:
             negative_feats = None
             if self.cri_contrast.feature_space == 'teacher':
@@ -215,15 +222,16 @@ class SKDModel(SRModel):
         self.get_bare_model(self.adapters).load_state_dict(resume_state['adapters'])
 
 
-def parse_distill_options(distill_opt):
+def parse_distill_options(distill_opt, feature_opt=None):
     """Check the ``distill`` section and fill its defaults.
 
     Raises:
         OptionError: Unknown keys (a typo must not fall back to a default), missing or malformed feature pairs.
     """
-    if not distill_opt or not distill_opt.get('features'):
-        raise OptionError('SKDModel needs `distill: features:`, a list of {student: NAME, teacher: NAME} module '
-                          'pairs, e.g. {student: encoder_level1, teacher: encoder_level1}.')
+    distill_opt = distill_opt or {}
+    if feature_opt and not distill_opt.get('features'):
+        raise OptionError('train.feature_opt needs `distill: features:`, a list of {student: NAME, teacher: NAME} '
+                          'module pairs, e.g. {student: encoder_level1, teacher: encoder_level1}.')
     unknown = sorted(set(distill_opt) - set(DISTILL_KEYS))
     if unknown:
         raise OptionError(f'distill: unknown option(s) {unknown}; the options are {list(DISTILL_KEYS)}.')
@@ -231,7 +239,7 @@ def parse_distill_options(distill_opt):
     if adapter not in ADAPTER_TYPES:
         raise OptionError(f'distill.adapter: {adapter!r} is not one of {list(ADAPTER_TYPES)}.')
     pairs = []
-    for i, pair in enumerate(distill_opt['features']):
+    for i, pair in enumerate(distill_opt.get('features') or []):
         if isinstance(pair, str):
             pair = {'student': pair, 'teacher': pair}
         if not isinstance(pair, dict) or set(pair) != set(FEATURE_PAIR_KEYS):
