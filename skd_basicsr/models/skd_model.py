@@ -1,5 +1,4 @@
 """SKDModel: BasicSR's SRModel with a frozen teacher, feature taps, adapters and the SKD losses."""
-import os
 from collections import OrderedDict
 from copy import deepcopy
 
@@ -9,7 +8,6 @@ from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, tensor2img
-from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from skd_basicsr.compat import OptionError, safe_torch_load
@@ -205,15 +203,11 @@ class SKDModel(SRModel):
     # ----------------------------------------------------------------------------------------------------------
     # checkpoints
     # ----------------------------------------------------------------------------------------------------------
-    @master_only
-    def save_training_state(self, epoch, current_iter):
-        """BasicSR's training state plus the adapters, written atomically."""
-        if current_iter == -1:
-            return
-        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers],
-                 'adapters': self.get_bare_model(self.adapters).state_dict()}
-        atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+    def get_training_state(self, epoch, current_iter):
+        """BasicSR's training state plus the adapters."""
+        state = super().get_training_state(epoch, current_iter)
+        state['adapters'] = self.get_bare_model(self.adapters).state_dict()
+        return state
 
     def resume_training(self, resume_state):
         super().resume_training(resume_state)
@@ -276,9 +270,3 @@ def load_teacher_weights(net, path, param_key='params', strict=True):
                           f'{unexpected[:5]}.')
     net.load_state_dict(state, strict=strict)
 
-
-def atomic_torch_save(obj, path):
-    """``torch.save`` to a temporary file in the same folder, then rename: a kill never leaves half a file."""
-    tmp = f'{path}.tmp{os.getpid()}'
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
