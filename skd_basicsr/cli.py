@@ -20,7 +20,8 @@ def run_pipeline(pipeline, prog, argv=None):
     """Run a BasicSR pipeline (which reads ``sys.argv``) with the current directory as root path.
 
     Errors in the options (:class:`skd_basicsr.compat.OptionError`) end the process with a one-line message and
-    exit status 2 instead of a traceback, before anything is trained.
+    exit status 2 instead of a traceback, before anything is trained; a loss that became non-finite
+    (FloatingPointError) ends it with its message and status 1.
     """
     from skd_basicsr.compat import OptionError
 
@@ -32,6 +33,9 @@ def run_pipeline(pipeline, prog, argv=None):
     except OptionError as err:
         print(f'{prog}: error: {err}', file=sys.stderr)
         raise SystemExit(2)
+    except FloatingPointError as err:
+        print(f'{prog}: error: {err}', file=sys.stderr)
+        raise SystemExit(1)
     finally:
         sys.argv = saved
 

@@ -223,3 +223,79 @@ def test_feature_loss_without_features_is_refused(tmp_path):
     del opt['distill']
     with pytest.raises(OptionError, match='train.feature_opt needs `distill: features:`'):
         build_model(opt)
+
+
+@pytest.mark.parametrize('key, typo, message', [
+    ('feature_opt', {'sigmaa': 1.0}, r"train.feature_opt: unknown option\(s\) 'sigmaa' \(did you mean 'sigma'\?\)"),
+    ('contrast_opt', {'postive': 'gt'}, r"train.contrast_opt: unknown option\(s\) 'postive' \(did you mean "
+                                        r"'positive'\?\)"),
+    ('feature_opt', {'branches': ['direct', 'chanel']}, r"train.feature_opt: branches: 'chanel' is not allowed"),
+])
+def test_loss_option_typos_are_refused(tmp_path, key, typo, message):
+    opt = make_opt(tmp_path)
+    opt['train'][key].update(typo)
+    with pytest.raises(OptionError, match=message):
+        build_model(opt)
+
+
+def test_nonfinite_loss_stops_before_the_step_or_skips_it(tmp_path):
+    opt = make_opt(tmp_path)
+    model = build_model(opt)
+    before = copy.deepcopy(model.net_g.state_dict())
+    data = batch()
+    data['gt'][0, 0, 0, 0] = float('nan')
+    model.feed_data(data)
+    with pytest.raises(FloatingPointError, match=r'iter 7: the loss term\(s\) l_pix became non-finite(.|\n)*Last '
+                                                 r'good checkpoint: none yet'):
+        model.optimize_parameters(7)
+    assert all(torch.equal(v, model.net_g.state_dict()[k]) for k, v in before.items())
+
+    opt['train']['skip_nonfinite'] = True
+    model = build_model(opt)
+    before = copy.deepcopy(model.net_g.state_dict())
+    model.feed_data(data)
+    model.optimize_parameters(7)
+    assert all(torch.equal(v, model.net_g.state_dict()[k]) for k, v in before.items())
+    model.feed_data(batch())
+    model.optimize_parameters(8)
+    assert any(not torch.equal(v, model.net_g.state_dict()[k]) for k, v in before.items())
+
+
+def test_checkpoints_never_hold_nan_and_are_written_whole(tmp_path):
+    model = build_model(make_opt(tmp_path))
+    model.save(0, 2)
+    models_dir = tmp_path / 'experiments' / 'tiny_SKD' / 'models'
+    assert sorted(os.listdir(models_dir)) == ['net_g_2.pth']
+    with torch.no_grad():
+        next(model.net_g.parameters())[0] = float('nan')
+    with pytest.raises(FloatingPointError, match='Not writing .*net_g_4.pth: 1 tensor'):
+        model.save(0, 4)
+    assert sorted(os.listdir(models_dir)) == ['net_g_2.pth']  # no partial or temporary file left behind
+
+
+def test_resume_restores_student_adapters_optimizer_and_keeps_the_teacher(tmp_path):
+    from skd_basicsr.compat import load_resume_state
+    opt = make_opt(tmp_path)
+    model = build_model(opt)
+    for it in (1, 2):
+        model.feed_data(batch(it))
+        model.optimize_parameters(it)
+    model.save(0, 2)
+    saved_adapters = copy.deepcopy(model.adapters.state_dict())
+    saved_optimizer = copy.deepcopy(model.optimizer_g.state_dict())
+    saved_student = copy.deepcopy(model.net_g.state_dict())
+
+    opt = make_opt(tmp_path)
+    opt['auto_resume'] = True
+    state = load_resume_state(opt)
+    assert state['iter'] == 2 and opt['path']['pretrain_network_t'] == str(tmp_path / 'teacher.pth')
+    resumed = build_model(opt)
+    resumed.resume_training(state)
+    assert all(torch.equal(v, resumed.net_g.state_dict()[k]) for k, v in saved_student.items())
+    assert all(torch.equal(v, resumed.adapters.state_dict()[k]) for k, v in saved_adapters.items())
+    new_optimizer = resumed.optimizer_g.state_dict()
+    assert new_optimizer['param_groups'] == saved_optimizer['param_groups']
+    for key, value in saved_optimizer['state'].items():
+        assert all(torch.equal(value[name], new_optimizer['state'][key][name]) for name in value)
+    teacher = torch.load(tmp_path / 'teacher.pth', weights_only=True)['params']
+    assert all(torch.equal(v, resumed.net_t.state_dict()[k]) for k, v in teacher.items())

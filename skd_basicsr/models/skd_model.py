@@ -1,4 +1,6 @@
 """SKDModel: BasicSR's SRModel with a frozen teacher, feature taps, adapters and the SKD losses."""
+import difflib
+import inspect
 from collections import OrderedDict
 from copy import deepcopy
 
@@ -8,9 +10,9 @@ from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, tensor2img
-from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
 
-from skd_basicsr.compat import OptionError, safe_torch_load
+from skd_basicsr.compat import OptionError, latest_training_state, safe_torch_load
 from skd_basicsr.distill import FeatureAdapters, FeatureTaps
 
 DISTILL_KEYS = ('features', 'adapter')
@@ -27,8 +29,9 @@ class SKDModel(SRModel):
     Total loss ``L_REC + alpha2 L_GK + alpha3 L_CL`` with L_REC from ``train.pixel_opt`` (logged ``l_pix``), L_GK
     from ``train.feature_opt`` (``l_gk`` and its parts) and L_CL from ``train.contrast_opt`` (``l_cl``); the alphas
     are the ``loss_weight`` of the last two. ``train.output_opt`` (any BasicSR pixel loss between the student's and
-    the teacher's outputs, logged ``l_kd``) gives the usual output-distillation baseline. Everything else (EMA,
-    validation, checkpoints) is SRModel's.
+    the teacher's outputs, logged ``l_kd``) gives the usual output-distillation baseline. A non-finite total loss
+    stops the run before the step (naming the term and the last good checkpoint), or skips the step when
+    ``train.skip_nonfinite: true``. Everything else (EMA, validation, checkpoints) is SRModel's.
 
     The teacher is built from ``network_t`` and loaded from ``path.pretrain_network_t`` (``param_key_t``,
     ``strict_load_t``); it stays frozen in eval mode, runs under inference mode, is never in the optimizer, never
@@ -44,10 +47,10 @@ class SKDModel(SRModel):
         self.taps_s = FeatureTaps(self.get_bare_model(self.net_g), [p['student'] for p in self.pairs], 'network_g')
 
         train_opt = self.opt['train']
-        self.cri_feat = build_loss(train_opt['feature_opt']).to(self.device) if train_opt.get('feature_opt') else None
-        self.cri_output = build_loss(train_opt['output_opt']).to(self.device) if train_opt.get('output_opt') else None
-        self.cri_contrast = (build_loss(train_opt['contrast_opt']).to(self.device)
-                             if train_opt.get('contrast_opt') else None)
+        self.cri_feat = build_loss_checked(train_opt, 'feature_opt', self.device)
+        self.cri_output = build_loss_checked(train_opt, 'output_opt', self.device)
+        self.cri_contrast = build_loss_checked(train_opt, 'contrast_opt', self.device)
+        self.skip_nonfinite = bool(train_opt.get('skip_nonfinite', False))
         contrast_layers = []
         if self.cri_contrast is not None and self.cri_contrast.feature_space == 'teacher':
             contrast_layers = self.cri_contrast.layers
@@ -165,11 +168,30 @@ class SKDModel(SRModel):
             l_total += l_cl
             loss_dict['l_cl'] = l_cl
 
+        if not torch.isfinite(l_total):
+            self.log_dict = self.reduce_loss_dict(loss_dict)
+            self.handle_nonfinite(current_iter, loss_dict)
+            return
         l_total.backward()
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    def handle_nonfinite(self, current_iter, loss_dict):
+        """Skip the step (``train.skip_nonfinite: true``) or stop, naming the term and the last good checkpoint."""
+        bad = [name for name, value in loss_dict.items() if not torch.isfinite(value).all()]
+        self.optimizer_g.zero_grad()
+        if self.skip_nonfinite:
+            get_root_logger().warning(f'iter {current_iter}: non-finite {", ".join(bad)}; step skipped '
+                                      '(train.skip_nonfinite).')
+            return
+        last = latest_training_state(self.opt)
+        raise FloatingPointError(
+            f'iter {current_iter}: the loss term(s) {", ".join(bad)} became non-finite; training stopped before '
+            f'the step, so no weight was touched. Last good checkpoint: {last or "none yet"}. Lower the learning '
+            'rate or the loss weights and resume with --auto_resume, or set train.skip_nonfinite: true to skip '
+            'such steps.')
 
     # ----------------------------------------------------------------------------------------------------------
     # validation
@@ -240,6 +262,28 @@ def parse_distill_options(distill_opt, feature_opt=None):
             raise OptionError(f'distill.features[{i}]: expected {{student: NAME, teacher: NAME}}, got {pair!r}.')
         pairs.append(dict(pair))
     return {'features': pairs, 'adapter': adapter}
+
+
+def build_loss_checked(train_opt, key, device):
+    """``build_loss(train_opt[key])`` (None when absent), with a misspelt option named instead of a TypeError."""
+    loss_opt = train_opt.get(key)
+    if not loss_opt:
+        return None
+    loss_type = loss_opt.get('type')
+    try:
+        cls = LOSS_REGISTRY.get(loss_type)
+    except KeyError:
+        raise OptionError(f'train.{key}: no loss type {loss_type!r} in BasicSR\'s registry.') from None
+    known = [name for name in inspect.signature(cls.__init__).parameters if name != 'self']
+    unknown = sorted(set(loss_opt) - set(known) - {'type'})
+    if unknown:
+        close = {name: difflib.get_close_matches(name, known, n=1) for name in unknown}
+        hints = ', '.join(f'{n!r} (did you mean {c[0]!r}?)' if c else repr(n) for n, c in close.items())
+        raise OptionError(f'train.{key}: unknown option(s) {hints} for {loss_type}; its options are {known}.')
+    try:
+        return build_loss(loss_opt).to(device)
+    except (ValueError, FileNotFoundError) as err:
+        raise OptionError(f'train.{key}: {err}') from None
 
 
 def load_teacher_weights(net, path, param_key='params', strict=True):
