@@ -87,6 +87,8 @@ def tiny_restormer(dim):
 def save_teacher(path, network_opt, seed=0, param_key='params'):
     """Save a (randomly initialised) teacher checkpoint in BasicSR's format and return its state_dict."""
     import torch
+
+    import skd_basicsr  # noqa: F401  (before basicsr)
     from basicsr.archs import build_network
 
     torch.manual_seed(seed)

@@ -1,0 +1,81 @@
+"""Runs that die and come back, and runs on two processes: SKD through torchrun and a SIGKILL mid-training."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from os import path as osp
+
+import pytest
+import torch
+
+from helpers import save_teacher, skd_options, tiny_restormer, write_noisy_pairs, write_options
+
+TESTS = osp.dirname(osp.abspath(__file__))
+
+
+def skd_file(tmp_path, name, **kwargs):
+    gt, lq = write_noisy_pairs(str(tmp_path / 'data'), size=32)
+    save_teacher(tmp_path / 'teacher.pth', tiny_restormer(16))
+    opt = skd_options(name, gt, lq, tmp_path / 'teacher.pth', **kwargs)
+    return write_options(tmp_path / f'{name}.yml', opt)
+
+
+def cli(*args):
+    return [sys.executable, '-m', 'skd_basicsr.cli'] + list(args)
+
+
+ENV = dict(os.environ, OMP_NUM_THREADS='1')
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_auto_resume_runs_to_the_end(tmp_path):
+    skd_file(tmp_path, 'killed', total_iter=60, checkpoint_freq=5)
+    states = tmp_path / 'experiments' / 'killed' / 'training_states'
+    proc = subprocess.Popen(cli('train', '-opt', 'killed.yml'), cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (states / '10.state').exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (states / '10.state').exists(), 'the run did not reach iteration 10'
+    saved = sorted(int(f[:-6]) for f in os.listdir(states) if f.endswith('.state'))
+    assert saved[-1] < 60, 'killed too late to test anything'
+    for f in os.listdir(states):  # a kill may leave a temporary file, never a truncated .state: every one loads
+        if f.endswith('.state'):
+            torch.load(states / f, weights_only=True)
+
+    resumed = subprocess.run(cli('train', '-opt', 'killed.yml', '--auto_resume'), cwd=tmp_path, env=ENV,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stdout + resumed.stderr
+    assert 'Resuming training from epoch: ' in log and f'iter: {saved[-1]}.' in log
+    assert f'iter:{saved[-1] + 1:8,d}' in log and 'iter:      60' in log
+    assert (tmp_path / 'experiments' / 'killed' / 'models' / 'net_g_60.pth').is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which('torchrun') is None, reason='torchrun comes with torch')
+def test_skd_on_two_cpu_processes_keeps_replicas_identical(tmp_path):
+    out = tmp_path / 'ddp_ok'
+    proc = subprocess.run(['torchrun', '--nproc_per_node=2', '--master_port=29617', osp.join(TESTS, 'ddp_skd_worker.py'),
+                           TESTS, str(tmp_path), str(out)], env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.read_text() == 'ok 2\n'
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which('torchrun') is None, reason='torchrun comes with torch')
+def test_skd_through_torchrun_cli_saves_and_validates_once(tmp_path):
+    skd_file(tmp_path, 'skd_ddp', total_iter=2, checkpoint_freq=2)
+    proc = subprocess.run(['torchrun', '--nproc_per_node=2', '--master_port=29619', '-m', 'skd_basicsr.train',
+                           '-opt', 'skd_ddp.yml', '--launcher', 'pytorch'], cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert 'World size (gpu number): 2' in log and 'l_gk:' in log and 'l_cl:' in log
+    assert log.count('Teacher (network_t) on tiny_val') == 1
+    models = tmp_path / 'experiments' / 'skd_ddp' / 'models'
+    assert sorted(os.listdir(models)) == ['net_g_2.pth', 'net_g_latest.pth']
