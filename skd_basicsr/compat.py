@@ -18,6 +18,8 @@ The fixes:
   (the milestones of ``MultiStepRestartLR``), which is allow-listed instead of unpickling arbitrary code.
 * torchvision warns on the ``pretrained=`` argument BasicSR's VGG feature extractor passes, and would download
   weights when asked for pretrained ones; nothing can be downloaded at run time, so that is a clear error instead.
+* lmdb 3 refuses to open one path twice in a process, so training and validation on one LMDB failed in BasicSR's
+  ``LmdbBackend``; environments are shared per path and process.
 * ``basicsr.metrics.niqe`` imports from SciPy's deprecated ``scipy.ndimage.filters`` namespace; the warning is
   silenced at import so that test suites running with ``-W error`` can import basicsr.
 """
@@ -403,6 +405,35 @@ def load_resume_state(opt):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# lmdb
+# --------------------------------------------------------------------------------------------------------------
+_LMDB_ENVIRONMENTS = {}
+
+
+def _lmdb_backend_init(self, db_paths, client_keys='default', readonly=True, lock=False, readahead=False, **kwargs):
+    """``LmdbBackend.__init__`` that shares one environment per LMDB path and process.
+
+    lmdb 3 refuses to open one path twice in a process ('already open'), so a validation set reading the training
+    LMDB, or two datasets on one LMDB, failed. Environments are keyed by process id too: DataLoader workers are
+    forked and must open their own.
+    """
+    import lmdb
+
+    db_paths = [db_paths] if isinstance(db_paths, str) else list(db_paths)
+    client_keys = [client_keys] if isinstance(client_keys, str) else list(client_keys)
+    if len(db_paths) != len(client_keys):
+        raise ValueError(f'lmdb backend: {len(db_paths)} db_paths but {len(client_keys)} client_keys.')
+    self.db_paths = [str(p) for p in db_paths]
+    self._client = {}
+    for key, path in zip(client_keys, self.db_paths):
+        cache_key = (os.getpid(), osp.realpath(path))
+        if cache_key not in _LMDB_ENVIRONMENTS:
+            _LMDB_ENVIRONMENTS[cache_key] = lmdb.open(path, readonly=readonly, lock=lock, readahead=readahead,
+                                                      **kwargs)
+        self._client[key] = _LMDB_ENVIRONMENTS[cache_key]
+
+
+# --------------------------------------------------------------------------------------------------------------
 def apply():
     """Install every workaround. Safe to call more than once."""
     global _APPLIED
@@ -418,6 +449,7 @@ def apply():
         import basicsr.test as bsr_test
         import basicsr.train as bsr_train
         import basicsr.utils.dist_util as dist_util
+        import basicsr.utils.file_client as file_client
         import basicsr.utils.options as options
 
     vgg_arch.vgg = _VGGFactory(vgg_arch.vgg)
@@ -426,5 +458,6 @@ def apply():
     dist_util.init_dist = options.init_dist = init_dist
     bsr_train.load_resume_state = load_resume_state
     base_model.BaseModel.model_to_device = model_to_device
+    file_client.LmdbBackend.__init__ = _lmdb_backend_init
     _APPLIED = True
 

@@ -118,3 +118,21 @@ def test_resume_keeps_the_teacher_weights(tmp_path):
 def test_resume_without_state_is_a_fresh_start(tmp_path):
     opt = {'name': 'x', 'auto_resume': True, 'path': {'training_states': str(tmp_path / 'none')}}
     assert compat.load_resume_state(opt) is None
+
+
+def test_two_readers_of_one_lmdb_in_one_process(tmp_path):
+    import lmdb
+    from basicsr.utils import FileClient
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+
+    from helpers import write_images
+    write_images(str(tmp_path / 'img'), count=2, size=16)
+    make_lmdb_from_imgs(str(tmp_path / 'img'), str(tmp_path / 'x.lmdb'), ['000.png', '001.png'], ['000', '001'],
+                        map_size=1 << 24)
+    env = lmdb.open(str(tmp_path / 'x.lmdb'), readonly=True, lock=False)
+    with pytest.raises(lmdb.Error, match='already open'):  # what broke BasicSR's LmdbBackend
+        lmdb.open(str(tmp_path / 'x.lmdb'), readonly=True, lock=False)
+    env.close()
+    train = FileClient('lmdb', db_paths=[str(tmp_path / 'x.lmdb')], client_keys=['gt'])
+    val = FileClient('lmdb', db_paths=[str(tmp_path / 'x.lmdb')], client_keys=['gt'])
+    assert train.get('000', 'gt') == val.get('000', 'gt') and len(val.get('001', 'gt')) > 0
