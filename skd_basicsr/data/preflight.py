@@ -1,0 +1,98 @@
+"""Dataset checks that run before training starts, for every BasicSR dataset type.
+
+BasicSR finds a wrong ``dataroot`` or a damaged LMDB only when a worker first reads from it, often as an
+``AssertionError`` or ``'NoneType' object has no attribute`` deep in a data-loader worker. :func:`install` wraps the
+``build_dataset`` that BasicSR's train and test pipelines call: the dataset's folders must exist, an LMDB must
+have its meta_info.txt and its first key must open and decode, and an image that fails to decode names its file.
+"""
+import functools
+from os import path as osp
+
+import cv2
+import numpy as np
+
+from skd_basicsr.compat import OptionError
+
+DATAROOT_KEYS = ('dataroot_gt', 'dataroot_lq')
+
+
+def check_dataset_options(opt):
+    """Raise :class:`OptionError` naming the dataset, the key and the fix for an unusable dataroot."""
+    name = opt.get('name', opt.get('type'))
+    lmdb = (opt.get('io_backend') or {}).get('type') == 'lmdb'
+    for key in DATAROOT_KEYS:
+        root = opt.get(key)
+        if root is None:
+            continue
+        if not osp.exists(root):
+            raise OptionError(f'datasets {name}: {key} {root} does not exist.')
+        if lmdb:
+            check_lmdb(root, f'datasets {name}: {key}')
+
+
+def check_lmdb(root, where):
+    """An LMDB that BasicSR can read: ``*.lmdb`` with data.mdb and meta_info.txt, whose first key decodes."""
+    import lmdb
+
+    if not root.endswith('.lmdb'):
+        raise OptionError(f'{where} {root}: io_backend is lmdb but the path does not end with .lmdb.')
+    meta = osp.join(root, 'meta_info.txt')
+    if not osp.isfile(meta) or not osp.isfile(osp.join(root, 'data.mdb')):
+        raise OptionError(f'{where} {root} is not a BasicSR LMDB (no meta_info.txt or data.mdb). Make one with '
+                          '`basicsr lmdb --input FOLDER --output NAME.lmdb`.')
+    with open(meta) as f:
+        first = f.readline().split('.')[0]
+    if not first:
+        raise OptionError(f'{where}: {meta} is empty.')
+    env = lmdb.open(root, readonly=True, lock=False, readahead=False)
+    try:
+        with env.begin() as txn:
+            value = txn.get(first.encode('ascii'))
+            if value is None:
+                raise OptionError(f'{where}: key {first!r} of meta_info.txt is not in {root}; the LMDB and its '
+                                  'meta_info.txt do not belong together. Re-pack it with `basicsr lmdb`.')
+            if cv2.imdecode(np.frombuffer(value, np.uint8), cv2.IMREAD_UNCHANGED) is None:
+                raise OptionError(f'{where}: the image under key {first!r} in {root} does not decode.')
+    finally:
+        env.close()
+
+
+def name_undecodable_images(dataset_cls):
+    """Make ``dataset_cls[i]`` name the file(s) of sample i when reading it fails (BasicSR's paired datasets)."""
+    original = dataset_cls.__getitem__
+    if getattr(original, '_names_files', False):
+        return
+
+    @functools.wraps(original)
+    def getitem(self, index):
+        try:
+            return original(self, index)
+        except (AttributeError, TypeError, cv2.error) as err:
+            paths = self.paths[index] if hasattr(self, 'paths') else index
+            raise ValueError(f'{type(self).__name__}: cannot read sample {index} {paths}: {err}') from err
+
+    getitem._names_files = True
+    dataset_cls.__getitem__ = getitem
+
+
+def checked(build_dataset):
+    """``build_dataset`` that checks the options first."""
+
+    @functools.wraps(build_dataset)
+    def build(dataset_opt):
+        check_dataset_options(dataset_opt)
+        return build_dataset(dataset_opt)
+
+    return build
+
+
+def install():
+    import basicsr.test as bsr_test
+    import basicsr.train as bsr_train
+    from basicsr.data.paired_image_dataset import PairedImageDataset
+
+    if not getattr(bsr_train.build_dataset, '__wrapped__', None):
+        bsr_train.build_dataset = checked(bsr_train.build_dataset)
+    if not getattr(bsr_test.build_dataset, '__wrapped__', None):
+        bsr_test.build_dataset = checked(bsr_test.build_dataset)
+    name_undecodable_images(PairedImageDataset)
