@@ -460,4 +460,3 @@ def apply():
     base_model.BaseModel.model_to_device = model_to_device
     file_client.LmdbBackend.__init__ = _lmdb_backend_init
     _APPLIED = True
-

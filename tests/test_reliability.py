@@ -60,8 +60,9 @@ def test_sigkill_mid_training_then_auto_resume_runs_to_the_end(tmp_path):
 @pytest.mark.skipif(shutil.which('torchrun') is None, reason='torchrun comes with torch')
 def test_skd_on_two_cpu_processes_keeps_replicas_identical(tmp_path):
     out = tmp_path / 'ddp_ok'
-    proc = subprocess.run(['torchrun', '--nproc_per_node=2', '--master_port=29617', osp.join(TESTS, 'ddp_skd_worker.py'),
-                           TESTS, str(tmp_path), str(out)], env=ENV, capture_output=True, text=True, timeout=600)
+    worker = osp.join(TESTS, 'ddp_skd_worker.py')
+    proc = subprocess.run(['torchrun', '--nproc_per_node=2', '--master_port=29617', worker, TESTS, str(tmp_path),
+                           str(out)], env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.read_text() == 'ok 2\n'
 

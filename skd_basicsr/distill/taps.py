@@ -107,4 +107,3 @@ def describe_unknown_names(unknown, modules, label):
     top = [name for name in candidates if '.' not in name]
     lines.append(f'  top-level modules of {label}: {", ".join(top)}')
     return '\n'.join(lines)
-

@@ -313,4 +313,3 @@ def load_teacher_weights(net, path, param_key='params', strict=True):
                           f'{len(missing)} missing key(s) {missing[:5]}, {len(unexpected)} unexpected key(s) '
                           f'{unexpected[:5]}.')
     net.load_state_dict(state, strict=strict)
-
