@@ -11,6 +11,7 @@ COMMANDS = {
     'train': ('skd_basicsr.train', 'train with BasicSR\'s train_pipeline (flags as BasicSR: -opt, --launcher, '
               '--auto_resume, --debug, --local_rank, --force_yml)'),
     'test': ('skd_basicsr.test', 'test with BasicSR\'s test_pipeline (same flags)'),
+    'flops': ('skd_basicsr.tools.flops', 'params, MACs (thop) and CPU latency of network_g and network_t'),
     'lmdb': ('skd_basicsr.tools.lmdb', 'pack an image folder into a BasicSR LMDB (meta_info.txt), checking names'),
 }
 

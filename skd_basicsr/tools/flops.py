@@ -1,0 +1,139 @@
+"""``basicsr flops``: parameters, MACs and CPU latency of network_g (student) and network_t (teacher).
+
+MACs come from thop, which counts convolutions, norms and activations but not ``torch.matmul``. Restormer's
+attention products (q k^T and attn v, both C/heads x C/heads x H*W per head) are matmuls, so they are counted here
+with a forward hook on each attention module and reported separately: ``macs`` follows the convention of the
+141 G usually quoted for Restormer at 256 x 256 (thop, matmuls left out); ``macs_with_attention`` adds them.
+thop leaves counters in the profiled model's state_dict, so a copy is profiled.
+"""
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+import warnings
+from os import path as osp
+
+import torch
+
+COUNTER = 'thop.profile (convolutions, norms, activations; matmuls not counted) + attention matmuls counted by hooks'
+
+
+def count_params(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+def attention_matmul_macs(net, x):
+    """MACs of the matmuls inside Restormer attention modules for input ``x`` (0 for networks without them)."""
+    from skd_basicsr.archs.restormer_arch import Attention
+
+    total = [0]
+
+    def hook(module, inputs, output):
+        b, c, h, w = inputs[0].shape
+        total[0] += 2 * b * module.num_heads * (c // module.num_heads)**2 * h * w  # q k^T and attn v
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, Attention)]
+    try:
+        with torch.inference_mode():
+            net(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total[0]
+
+
+def thop_macs(net, x):
+    """thop's MAC count of ``net(x)``, on a copy of the network."""
+    with warnings.catch_warnings():
+        # thop checks torch's version with distutils at import and warns about modules it has no rule for
+        warnings.simplefilter('ignore')
+        from thop import profile
+        macs, _ = profile(copy.deepcopy(net), inputs=(x, ), verbose=False)
+    return int(macs)
+
+
+def median_latency_ms(net, x, repeats=5):
+    with torch.inference_mode():
+        net(x)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            net(x)
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def measure(network_opt, size, repeats):
+    """{'params', 'macs', 'macs_with_attention', 'latency_ms'} of a network built from BasicSR options."""
+    from basicsr.archs import build_network
+
+    net = build_network(copy.deepcopy(network_opt)).eval()
+    in_ch = next((network_opt[k] for k in ('inp_channels', 'in_channels', 'num_in_ch', 'in_nc') if k in network_opt),
+                 3)
+    x = torch.rand(1, in_ch, *size)
+    macs = thop_macs(net, x)
+    return {'params': count_params(net), 'macs': macs, 'macs_with_attention': macs + attention_matmul_macs(net, x),
+            'latency_ms': round(median_latency_ms(net, x, repeats), 2)}
+
+
+def report(opt, size, repeats):
+    """The measurements of the option file's networks, with student / teacher ratios when there is a teacher."""
+    if 'network_g' not in opt:
+        raise ValueError('the option file has no network_g.')
+    result = {'student': measure(opt['network_g'], size, repeats)}
+    if 'network_t' in opt:
+        result['teacher'] = measure(opt['network_t'], size, repeats)
+        result['ratio'] = {k: round(result['student'][k] / result['teacher'][k], 4) for k in result['student']}
+    result['size'] = list(size)
+    result['counter'] = COUNTER
+    return result
+
+
+def format_table(result):
+    rows = [('', 'params', 'MACs (G)', 'MACs + attn (G)', 'latency (ms)')]
+    for name in ('student', 'teacher'):
+        if name in result:
+            r = result[name]
+            rows.append((name, f'{r["params"] / 1e6:.3f} M', f'{r["macs"] / 1e9:.2f}',
+                         f'{r["macs_with_attention"] / 1e9:.2f}', f'{r["latency_ms"]:.1f}'))
+    if 'ratio' in result:
+        r = result['ratio']
+        rows.append(('ratio', f'{r["params"]:.3f}', f'{r["macs"]:.3f}', f'{r["macs_with_attention"]:.3f}',
+                     f'{r["latency_ms"]:.3f}'))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ['  '.join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    h, w = result['size']
+    lines.append(f'input 1 x C x {h} x {w}, CPU latency median, {torch.get_num_threads()} threads. MACs: {COUNTER}.')
+    return '\n'.join(lines)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog='basicsr flops', description=__doc__.split('\n')[0])
+    parser.add_argument('-opt', required=True, help='option file with network_g (and network_t)')
+    parser.add_argument('--size', nargs=2, type=int, default=[256, 256], metavar=('H', 'W'))
+    parser.add_argument('--repeats', type=int, default=5, help='timed forwards; the median is reported')
+    parser.add_argument('--json', action='store_true', help='print one JSON object')
+    return parser
+
+
+def main(argv=None):
+    import skd_basicsr  # noqa: F401  (registries)
+    from skd_basicsr.compat import OptionError, yaml_load
+
+    args = build_parser().parse_args(argv)
+    try:
+        if not osp.isfile(args.opt):
+            raise OptionError(f'-opt {args.opt}: no such option file.')
+        with open(args.opt) as f:
+            result = report(yaml_load(f, source=args.opt), tuple(args.size), max(args.repeats, 1))
+    except (OptionError, ValueError) as err:
+        print(f'basicsr flops: error: {err}', file=sys.stderr)
+        return 2
+    print(json.dumps(result) if args.json else format_table(result))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
