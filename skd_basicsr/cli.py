@@ -12,6 +12,7 @@ COMMANDS = {
               '--auto_resume, --debug, --local_rank, --force_yml)'),
     'test': ('skd_basicsr.test', 'test with BasicSR\'s test_pipeline (same flags)'),
     'flops': ('skd_basicsr.tools.flops', 'params, MACs (thop) and CPU latency of network_g and network_t'),
+    'demo': ('skd_basicsr.tools.demo', 'offline end-to-end proof on real photos: teacher, scratch, output-KD, SKD'),
     'lmdb': ('skd_basicsr.tools.lmdb', 'pack an image folder into a BasicSR LMDB (meta_info.txt), checking names'),
 }
 
