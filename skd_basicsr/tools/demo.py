@@ -160,8 +160,8 @@ def comparison_figure(path, noisy, clean, outputs, crop=128, zoom=2):
 
 
 def results_table(results, noisy_psnr, budget, minutes):
-    lines = ['| model | PSNR (dB) | SSIM | params | MACs (G) | latency (ms) |', '| --- | ---: | ---: | ---: | ---: | ---: |',
-             f'| noisy input | {noisy_psnr:.2f} | | | | |']
+    lines = ['| model | PSNR (dB) | SSIM | params | MACs (G) | latency (ms) |',
+             '| --- | ---: | ---: | ---: | ---: | ---: |', f'| noisy input | {noisy_psnr:.2f} | | | | |']
     for key in ('teacher', ) + STUDENTS:
         r = results[key]
         lines.append(f'| {LABELS[key]} | {r["psnr"]:.2f} | {r["ssim"]:.4f} | {r["params"]:,} | '
