@@ -12,13 +12,13 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
 
+from skd_basicsr.archs import input_channels
 from skd_basicsr.compat import OptionError, latest_training_state, safe_torch_load
 from skd_basicsr.distill import FeatureAdapters, FeatureTaps
 
 DISTILL_KEYS = ('features', 'adapter')
 FEATURE_PAIR_KEYS = ('student', 'teacher')
 ADAPTER_TYPES = ('conv1x1', 'none')
-IN_CHANNEL_KEYS = ('inp_channels', 'in_channels', 'num_in_ch', 'in_nc')  # how BasicSR archs name it
 PROBE_SIZE = 64  # side of the dummy input that discovers feature shapes: divisible by 8 for Restormer's 3 downs
 
 
@@ -83,8 +83,7 @@ class SKDModel(SRModel):
     def build_adapters(self):
         """Discover feature shapes with one dummy forward of both nets, check them, and build the adapters."""
         net_g = self.get_bare_model(self.net_g)
-        in_ch = next((self.opt['network_g'][k] for k in IN_CHANNEL_KEYS if k in self.opt['network_g']), 3)
-        probe = torch.zeros(1, in_ch, PROBE_SIZE, PROBE_SIZE, device=self.device)
+        probe = torch.zeros(1, input_channels(self.opt['network_g']), PROBE_SIZE, PROBE_SIZE, device=self.device)
         with torch.no_grad():
             with self.taps_s.recording() as feats_s:
                 out_s = net_g(probe)

@@ -69,10 +69,10 @@ def measure(network_opt, size, repeats):
     """{'params', 'macs', 'macs_with_attention', 'latency_ms'} of a network built from BasicSR options."""
     from basicsr.archs import build_network
 
+    from skd_basicsr.archs import input_channels
+
     net = build_network(copy.deepcopy(network_opt)).eval()
-    in_ch = next((network_opt[k] for k in ('inp_channels', 'in_channels', 'num_in_ch', 'in_nc') if k in network_opt),
-                 3)
-    x = torch.rand(1, in_ch, *size)
+    x = torch.rand(1, input_channels(network_opt), *size)
     macs = thop_macs(net, x)
     return {'params': count_params(net), 'macs': macs, 'macs_with_attention': macs + attention_matmul_macs(net, x),
             'latency_ms': round(median_latency_ms(net, x, repeats), 2)}
