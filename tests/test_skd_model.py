@@ -299,3 +299,32 @@ def test_resume_restores_student_adapters_optimizer_and_keeps_the_teacher(tmp_pa
         assert all(torch.equal(value[name], new_optimizer['state'][key][name]) for name in value)
     teacher = torch.load(tmp_path / 'teacher.pth', weights_only=True)['params']
     assert all(torch.equal(v, resumed.net_t.state_dict()[k]) for k, v in teacher.items())
+
+
+class _Code:
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+@pytest.mark.parametrize('break_it, message', [
+    (lambda opt, tmp: opt['path'].update(pretrain_network_t=str(tmp / 'nowhere.pth')), r'nowhere.pth: no such file'),
+    (lambda opt, tmp: opt['path'].update(param_key_t='params_ema'),
+     r"no param_key_t 'params_ema' in the file; it has \['params'\]"),
+    (lambda opt, tmp: opt['network_t'].update(LayerNorm_type='BiasFree'),
+     r'does not fit network_t \(strict_load_t\): 0 missing key\(s\) \[\], \d+ unexpected key\(s\) '
+     r"\['encoder_level1.0.norm1.body.bias'"),
+    (lambda opt, tmp: opt['network_t'].update(dim=24), r'does not fit network_t: \d+ shape mismatch\(es\), first: '
+                                                       r"\['patch_embed.proj.weight: file \(16, 3, 3, 3\), network "
+                                                       r"\(24, 3, 3, 3\)'"),
+    (lambda opt, tmp: torch.save({'params': _Code()}, tmp / 'teacher.pth'), 'cannot be loaded as weights only'),
+    (lambda opt, tmp: opt['network_t'].update(out_channels=1, dual_pixel_task=True),
+     r'network_g outputs \(1, 3, 64, 64\) but network_t outputs \(1, 1, 64, 64\)'),
+])
+def test_teacher_problems_are_named_before_training(tmp_path, break_it, message):
+    opt = make_opt(tmp_path)
+    break_it(opt, tmp_path)
+    if 'dual_pixel_task' in opt['network_t']:
+        save_teacher(tmp_path / 'teacher.pth', opt['network_t'])
+    with pytest.raises(OptionError, match=message):
+        build_model(opt)
