@@ -1,0 +1,268 @@
+"""What one SKD training iteration costs next to training the student alone, and how fast the student is.
+
+Three measurements, all in one process so that the ratios share the machine's state:
+
+1. One training iteration (forward, losses, backward, optimizer step) of the networks of an option file
+   (``options/SKD_Denoise.yml`` by default: Restormer dim 48 teacher, dim 32 student) on one random batch:
+
+   * ``student``: the student alone (SRModel, L1, the same optimizer and gradient clipping);
+   * ``floor``: ``student`` followed by one teacher forward under inference mode, the least any distillation of
+     this teacher can cost;
+   * ``skd_no_cl``: SKDModel with L_REC + L_GK (every ``distill.features`` pair, adapters, both MCA branches);
+   * ``skd``: SKDModel with L_REC + L_GK + L_CL, as the option file has it;
+   * ``cl_passes``: the contrastive term's unavoidable work alone, timed by itself: its feature extractor forward
+     on the teacher output (no gradient) and forward + backward on a student output (in the ``teacher`` feature
+     space the extractor is the teacher's encoder and the degraded input's features come free from the teacher's
+     own forward).
+
+   The cases run round-robin (one of each per round, after one warm-up round), so drift in the machine's speed
+   hits all of them alike; medians over the rounds are reported.
+2. The teacher forward alone in float32, under bf16 autocast and in channels_last memory format, with the relative
+   change of L_GK and L_CL when the teacher's features come from the bf16 forward: the evidence for or against a
+   ``distill.teacher_dtype`` option.
+3. Student against teacher inference latency (batch 1, median of ``--latency-repeats``) at each ``--sizes``, from
+   ``skd_basicsr.tools.flops.measure``, with parameters and MACs.
+
+The teacher has random weights (nothing can be downloaded; its speed does not depend on its values).
+
+Usage:
+    python benchmarks/bench_skd.py --out benchmarks/RESULTS.md
+"""
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from copy import deepcopy
+from os import path as osp
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+STEP_CASES = ('student', 'floor', 'skd_no_cl', 'skd', 'cl_passes')
+TEACHER_CASES = ('float32', 'bf16_autocast', 'channels_last')
+
+
+def build_models(opt_file, workdir):
+    """SKDModel (as in the file), SKDModel without L_CL and SRModel on the student, sharing one random teacher."""
+    import skd_basicsr  # noqa: F401  (registries, compatibility layer)
+    from basicsr.archs import build_network
+    from basicsr.models import build_model
+
+    from skd_basicsr.compat import parse_options
+
+    opt, _ = parse_options(workdir, is_train=True, argv=['-opt', opt_file])
+    opt['num_gpu'] = 0
+    opt['train'].pop('progressive', None)  # one fixed patch size here; progressive cropping is not being timed
+    opt['logger']['use_tb_logger'] = False
+    torch.manual_seed(0)
+    teacher_path = osp.join(workdir, 'teacher.pth')
+    torch.save({'params': build_network(deepcopy(opt['network_t'])).state_dict()}, teacher_path)
+    opt['path']['pretrain_network_t'] = teacher_path
+
+    opt_no_cl = deepcopy(opt)
+    opt_no_cl['train'].pop('contrast_opt', None)
+    opt_student = deepcopy(opt)
+    opt_student['model_type'] = 'SRModel'
+    for key in ('network_t', 'distill'):
+        opt_student.pop(key, None)
+    for key in ('feature_opt', 'contrast_opt', 'output_opt'):
+        opt_student['train'].pop(key, None)
+    models = {}
+    for name, model_opt in (('skd', opt), ('skd_no_cl', opt_no_cl), ('student', opt_student)):
+        torch.manual_seed(0)
+        models[name] = build_model(model_opt)
+    return opt, models
+
+
+def step_cases(models, batch):
+    """name -> callable running one iteration of that case on ``batch``."""
+    for model in models.values():
+        model.feed_data(batch)
+    skd = models['skd']
+    net_t = skd.net_t
+    cri = skd.cri_contrast
+
+    def teacher_forward():
+        with torch.inference_mode():
+            net_t(batch['lq'])
+
+    def floor(i):
+        models['student'].optimize_parameters(i)
+        teacher_forward()
+
+    with torch.inference_mode():
+        output_t = net_t(batch['lq'])  # computed once: the teacher forward is not part of L_CL's own cost
+
+    def cl_passes(i):
+        anchor = output_t.clone().requires_grad_(True)
+        with torch.no_grad():
+            cri.features(output_t)
+        feats = cri.features(anchor)
+        sum(f.mean() for f in feats.values()).backward()
+
+    cases = {'student': models['student'].optimize_parameters, 'floor': floor,
+             'skd_no_cl': models['skd_no_cl'].optimize_parameters, 'skd': skd.optimize_parameters}
+    if cri is not None:
+        cases['cl_passes'] = cl_passes
+    return cases
+
+
+def round_robin(cases, rounds):
+    """Median seconds per case: one warm-up round, then ``rounds`` rounds running every case once."""
+    times = {name: [] for name in cases}
+    for r in range(rounds + 1):
+        for name, run in cases.items():
+            start = time.perf_counter()
+            run(r)
+            if r:
+                times[name].append(time.perf_counter() - start)
+        print(f'[bench] round {r}/{rounds}: ' + ', '.join(f'{n} {t[-1]:.2f}s' for n, t in times.items() if t),
+              flush=True)
+    return {name: statistics.median(t) for name, t in times.items()}, times
+
+
+def teacher_variants(skd, lq, rounds):
+    """Teacher forward in float32 / bf16 autocast / channels_last, and what bf16 features do to the losses."""
+    net_t = skd.net_t
+
+    def forward(dtype=None, channels_last=False):
+        x = lq.contiguous(memory_format=torch.channels_last) if channels_last else lq
+        autocast = torch.autocast('cpu', dtype=torch.bfloat16) if dtype == 'bf16' else nullcontext()
+        with torch.inference_mode(), autocast:
+            return net_t(x)
+
+    cases = {'float32': lambda r: forward(),
+             'bf16_autocast': lambda r: forward('bf16'),
+             'channels_last': lambda r: forward(channels_last=True)}
+    medians, _ = round_robin(cases, rounds)
+
+    # the losses with teacher features from each forward, same student features
+    student_out = None
+    losses = {}
+    for name, dtype in (('float32', None), ('bf16', 'bf16')):
+        with torch.inference_mode():
+            with skd.taps_s.recording() as feats_s:
+                out_s = skd.net_g(lq)
+            autocast = torch.autocast('cpu', dtype=torch.bfloat16) if dtype else nullcontext()
+            with autocast, skd.taps_t.recording() as feats_t:
+                out_t = net_t(lq)
+            feats_t = {k: v.float() for k, v in feats_t.items()}
+            out_t = out_t.float()
+            student = skd.adapters([feats_s[p['student']] for p in skd.pairs])
+            l_gk, _ = skd.cri_feat(student, [feats_t[p['teacher']] for p in skd.pairs])
+            entry = {'l_gk': float(l_gk)}
+            if skd.cri_contrast is not None:
+                neg = {layer: feats_t[layer] for layer in skd.cri_contrast.layers}
+                with autocast:
+                    l_cl = skd.cri_contrast(out_s, skd.cri_contrast.positives(out_t, skd.gt), lq, negative_feats=neg)
+                entry['l_cl'] = float(l_cl)
+            losses[name] = entry
+            student_out = out_s
+    del student_out
+    rel = {k: abs(losses['bf16'][k] - losses['float32'][k]) / abs(losses['float32'][k]) for k in losses['float32']}
+    return medians, losses, rel
+
+
+def latency_rows(opt, sizes, repeats):
+    from skd_basicsr.tools.flops import measure
+
+    rows = []
+    for size in sizes:
+        s = measure(opt['network_g'], (size, size), repeats)
+        t = measure(opt['network_t'], (size, size), repeats)
+        rows.append((size, s, t))
+        print(f'[bench] latency {size}^2: student {s["latency_ms"]:.0f} ms, teacher {t["latency_ms"]:.0f} ms',
+              flush=True)
+    return rows
+
+
+def write_report(path, args, opt, batch_shape, medians, all_times, teacher_medians, losses, rel, rows, minutes):
+    m = medians
+    lines = [f'## SKD iteration and inference benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}', '',
+             f'Command: `python benchmarks/bench_skd.py {" ".join(shlex.quote(a) for a in sys.argv[1:])}`', '',
+             f'torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or "CPU"} '
+             f'({os.cpu_count()} cores visible), float32. Option file `{args.opt}`: student {net_text(opt["network_g"])}, '
+             f'teacher {net_text(opt["network_t"])}, {len(opt["distill"]["features"])} feature pairs, batch '
+             f'{tuple(batch_shape)}, {args.rounds} rounds after one warm-up round; {minutes:.1f} min in all.', '',
+             '### One training iteration', '',
+             '| case | what runs | median (s) | runs (s) |', '| --- | --- | ---: | --- |']
+    what = {'student': 'student alone: forward, L1, backward, AdamW step',
+            'floor': 'student iteration + one teacher forward (inference mode)',
+            'skd_no_cl': 'SKDModel, L_REC + L_GK (adapters, direct + channel + spatial MCA)',
+            'skd': 'SKDModel, L_REC + L_GK + L_CL',
+            'cl_passes': "L_CL's extractor: forward on the teacher output + forward and backward on the student's"}
+    for name in m:
+        lines.append(f'| {name} | {what[name]} | {m[name]:.3f} | {", ".join(f"{t:.2f}" for t in all_times[name])} |')
+    ratio_no_cl = m['skd_no_cl'] / m['floor']
+    lines += ['', f'- SKD without L_CL / floor = {ratio_no_cl:.3f} (target <= 1.15: '
+              f'{"met" if ratio_no_cl <= 1.15 else f"missed by {ratio_no_cl - 1.15:.3f}"}).',
+              f'- SKD without L_CL / student alone = {m["skd_no_cl"] / m["student"]:.3f}; teacher forward share of the '
+              f'floor = {(m["floor"] - m["student"]) / m["floor"]:.2f}.']
+    if 'skd' in m and 'cl_passes' in m:
+        extra = m['skd'] - m['skd_no_cl']
+        lines += [f'- SKD with L_CL / floor = {m["skd"] / m["floor"]:.3f}; SKD with L_CL / student alone = '
+                  f'{m["skd"] / m["student"]:.3f}.',
+                  f'- L_CL adds {extra:.3f} s to the iteration; its extractor passes alone take {m["cl_passes"]:.3f} s '
+                  f'(extra / passes = {extra / m["cl_passes"]:.2f}; target: no more than the passes).']
+    lines += ['', '### Teacher forward: float32, bf16 autocast, channels_last', '',
+              '| teacher forward | median (s) | / float32 |', '| --- | ---: | ---: |']
+    for name, value in teacher_medians.items():
+        lines.append(f'| {name} | {value:.3f} | {value / teacher_medians["float32"]:.2f} |')
+    lines += ['', 'Losses with the teacher features of each forward (same student, same batch): ' +
+              '; '.join(f'{k} float32 {losses["float32"][k]:.5g}, bf16 {losses["bf16"][k]:.5g} '
+                        f'(relative change {rel[k]:.1e})' for k in rel) + '.', '',
+              f'### Inference latency, batch 1, median of {args.latency_repeats}', '',
+              '| size | student params | teacher params | student MACs (G) | teacher MACs (G) | MACs ratio | '
+              'student (ms) | teacher (ms) | latency ratio |', '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+    for size, s, t in rows:
+        lines.append(f'| {size}^2 | {s["params"]:,} | {t["params"]:,} | {s["macs"] / 1e9:.2f} | {t["macs"] / 1e9:.2f} | '
+                     f'{s["macs"] / t["macs"]:.3f} | {s["latency_ms"]:.0f} | {t["latency_ms"]:.0f} | '
+                     f'{s["latency_ms"] / t["latency_ms"]:.3f} |')
+    lines += ['', 'MACs: thop (convolutions, norms, activations; attention matmuls not counted, the convention of the '
+              '141 G quoted for Restormer at 256^2); `basicsr flops` also gives them with the matmuls.', '']
+    text = '\n'.join(lines)
+    with open(path, 'w') as f:
+        f.write(text)
+    print(text)
+
+
+def net_text(network):
+    return f'Restormer dim {network["dim"]} blocks {network["num_blocks"]} refinement {network["num_refinement_blocks"]}'
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--opt', default=osp.join('options', 'SKD_Denoise.yml'), help='option file (from repo root)')
+    parser.add_argument('--patch', type=int, default=64, help='training patch side. Default: 64')
+    parser.add_argument('--batch', type=int, default=4, help='training batch. Default: 4')
+    parser.add_argument('--rounds', type=int, default=5, help='timed rounds of the iteration cases. Default: 5')
+    parser.add_argument('--sizes', type=int, nargs='+', default=[256, 512], help='latency sizes. Default: 256 512')
+    parser.add_argument('--latency-repeats', type=int, default=5, help='latency runs per net and size. Default: 5')
+    parser.add_argument('--threads', type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument('--out', default=None, help='markdown file for the results (printed anyway)')
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    os.chdir(ROOT)
+    with tempfile.TemporaryDirectory() as workdir:
+        opt, models = build_models(args.opt, workdir)
+        torch.manual_seed(1)
+        gt = torch.rand(args.batch, 3, args.patch, args.patch)
+        batch = {'gt': gt, 'lq': gt + torch.randn_like(gt) * 25 / 255}
+        medians, all_times = round_robin(step_cases(models, batch), args.rounds)
+        teacher_medians, losses, rel = teacher_variants(models['skd'], batch['lq'], args.rounds)
+    rows = latency_rows(opt, args.sizes, args.latency_repeats)
+    minutes = (time.time() - start) / 60
+    write_report(args.out or os.devnull, args, opt, batch['gt'].shape, medians, all_times, teacher_medians, losses,
+                 rel, rows, minutes)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
