@@ -44,8 +44,6 @@ from os import path as osp
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-STEP_CASES = ('student', 'floor', 'skd_no_cl', 'skd', 'cl_passes')
-TEACHER_CASES = ('float32', 'bf16_autocast', 'channels_last')
 
 
 def build_models(opt_file, workdir):
@@ -67,6 +65,8 @@ def build_models(opt_file, workdir):
 
     opt_no_cl = deepcopy(opt)
     opt_no_cl['train'].pop('contrast_opt', None)
+    opt_no_spatial = deepcopy(opt_no_cl)
+    opt_no_spatial['train']['feature_opt']['branches'] = ['direct', 'channel']
     opt_student = deepcopy(opt)
     opt_student['model_type'] = 'SRModel'
     for key in ('network_t', 'distill'):
@@ -74,7 +74,8 @@ def build_models(opt_file, workdir):
     for key in ('feature_opt', 'contrast_opt', 'output_opt'):
         opt_student['train'].pop(key, None)
     models = {}
-    for name, model_opt in (('skd', opt), ('skd_no_cl', opt_no_cl), ('student', opt_student)):
+    for name, model_opt in (('skd', opt), ('skd_no_cl', opt_no_cl), ('skd_no_spatial', opt_no_spatial),
+                            ('student', opt_student)):
         torch.manual_seed(0)
         models[name] = build_model(model_opt)
     return opt, models
@@ -107,16 +108,19 @@ def step_cases(models, batch):
         sum(f.mean() for f in feats.values()).backward()
 
     cases = {'student': models['student'].optimize_parameters, 'floor': floor,
+             'skd_no_spatial': models['skd_no_spatial'].optimize_parameters,
              'skd_no_cl': models['skd_no_cl'].optimize_parameters, 'skd': skd.optimize_parameters}
     if cri is not None:
         cases['cl_passes'] = cl_passes
     return cases
 
 
-def round_robin(cases, rounds):
-    """Median seconds per case: one warm-up round, then ``rounds`` rounds running every case once."""
+def round_robin(cases, rounds, warmup=True):
+    """Median seconds per case: one warm-up round (unless ``warmup`` is False), then ``rounds`` rounds running every
+    case once."""
     times = {name: [] for name in cases}
-    for r in range(rounds + 1):
+    first = 0 if warmup else 1
+    for r in range(first, rounds + 1):
         for name, run in cases.items():
             start = time.perf_counter()
             run(r)
@@ -127,7 +131,7 @@ def round_robin(cases, rounds):
     return {name: statistics.median(t) for name, t in times.items()}, times
 
 
-def teacher_variants(skd, lq, rounds):
+def teacher_variants(skd, lq, rounds, bf16_rounds):
     """Teacher forward in float32 / bf16 autocast / channels_last, and what bf16 features do to the losses."""
     net_t = skd.net_t
 
@@ -137,10 +141,11 @@ def teacher_variants(skd, lq, rounds):
         with torch.inference_mode(), autocast:
             return net_t(x)
 
-    cases = {'float32': lambda r: forward(),
-             'bf16_autocast': lambda r: forward('bf16'),
-             'channels_last': lambda r: forward(channels_last=True)}
+    cases = {'float32': lambda r: forward(), 'channels_last': lambda r: forward(channels_last=True)}
     medians, _ = round_robin(cases, rounds)
+    # without bf16 instructions, autocast runs tens of times slower: a few runs, no warm-up, say enough
+    bf16, _ = round_robin({'bf16_autocast': lambda r: forward('bf16')}, bf16_rounds, warmup=False)
+    medians.update(bf16)
 
     # the losses with teacher features from each forward, same student features
     student_out = None
@@ -169,6 +174,21 @@ def teacher_variants(skd, lq, rounds):
     return medians, losses, rel
 
 
+def distillation_macs(skd, lq):
+    """Forward MACs of the student and teacher on ``lq`` (thop) and of the spatial MCA products (2 B N^2 C per
+    distilled level, C the teacher's channels), to explain where the distillation time goes."""
+    from skd_basicsr.tools.flops import thop_macs
+
+    with torch.no_grad(), skd.taps_t.recording() as feats_t:
+        skd.net_t(lq)
+    spatial = {}
+    for pair in skd.pairs:
+        b, c, h, w = feats_t[pair['teacher']].shape
+        spatial[pair['teacher']] = 2 * b * (h * w)**2 * c
+    return {'student': thop_macs(skd.get_bare_model(skd.net_g), lq), 'teacher': thop_macs(skd.net_t, lq),
+            'spatial_mca': spatial}
+
+
 def latency_rows(opt, sizes, repeats):
     from skd_basicsr.tools.flops import measure
 
@@ -182,18 +202,21 @@ def latency_rows(opt, sizes, repeats):
     return rows
 
 
-def write_report(path, args, opt, batch_shape, medians, all_times, teacher_medians, losses, rel, rows, minutes):
+def write_report(path, args, opt, batch_shape, medians, all_times, macs, teacher_medians, losses, rel, rows,
+                 minutes):
     m = medians
     lines = [f'## SKD iteration and inference benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}', '',
              f'Command: `python benchmarks/bench_skd.py {" ".join(shlex.quote(a) for a in sys.argv[1:])}`', '',
              f'torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or "CPU"} '
-             f'({os.cpu_count()} cores visible), float32. Option file `{args.opt}`: student {net_text(opt["network_g"])}, '
-             f'teacher {net_text(opt["network_t"])}, {len(opt["distill"]["features"])} feature pairs, batch '
+             f'({os.cpu_count()} cores visible), float32. Option file `{args.opt}`: student '
+             f'{net_text(opt["network_g"])}, teacher {net_text(opt["network_t"])}, '
+             f'{len(opt["distill"]["features"])} feature pairs, batch '
              f'{tuple(batch_shape)}, {args.rounds} rounds after one warm-up round; {minutes:.1f} min in all.', '',
              '### One training iteration', '',
              '| case | what runs | median (s) | runs (s) |', '| --- | --- | ---: | --- |']
     what = {'student': 'student alone: forward, L1, backward, AdamW step',
             'floor': 'student iteration + one teacher forward (inference mode)',
+            'skd_no_spatial': 'SKDModel, L_REC + L_GK without the spatial MCA branch (direct + channel)',
             'skd_no_cl': 'SKDModel, L_REC + L_GK (adapters, direct + channel + spatial MCA)',
             'skd': 'SKDModel, L_REC + L_GK + L_CL',
             'cl_passes': "L_CL's extractor: forward on the teacher output + forward and backward on the student's"}
@@ -204,6 +227,14 @@ def write_report(path, args, opt, batch_shape, medians, all_times, teacher_media
               f'{"met" if ratio_no_cl <= 1.15 else f"missed by {ratio_no_cl - 1.15:.3f}"}).',
               f'- SKD without L_CL / student alone = {m["skd_no_cl"] / m["student"]:.3f}; teacher forward share of the '
               f'floor = {(m["floor"] - m["student"]) / m["floor"]:.2f}.']
+    spatial = sum(macs['spatial_mca'].values())
+    lines += [f'- Spatial MCA: L_GK without its spatial branch / floor = {m["skd_no_spatial"] / m["floor"]:.3f}; the '
+              f'spatial branch adds {m["skd_no_cl"] - m["skd_no_spatial"]:.3f} s. Its two products (S^T T and the '
+              f'weighted sum of S, 2 B N^2 C MACs per level) cost {spatial / 1e9:.1f} GMACs forward for this batch '
+              f'({", ".join(f"{k} {v / 1e9:.1f}" for k, v in macs["spatial_mca"].items())}), against '
+              f'{macs["student"] / 1e9:.1f} GMACs for the student forward and {macs["teacher"] / 1e9:.1f} for the '
+              "teacher's (thop): exact spatial attention over every full-resolution level is more arithmetic than "
+              'the student itself.']
     if 'skd' in m and 'cl_passes' in m:
         extra = m['skd'] - m['skd_no_cl']
         lines += [f'- SKD with L_CL / floor = {m["skd"] / m["floor"]:.3f}; SKD with L_CL / student alone = '
@@ -219,10 +250,11 @@ def write_report(path, args, opt, batch_shape, medians, all_times, teacher_media
                         f'(relative change {rel[k]:.1e})' for k in rel) + '.', '',
               f'### Inference latency, batch 1, median of {args.latency_repeats}', '',
               '| size | student params | teacher params | student MACs (G) | teacher MACs (G) | MACs ratio | '
-              'student (ms) | teacher (ms) | latency ratio |', '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+              'student (ms) | teacher (ms) | latency ratio |', '|' + ' ---: |' * 9]
     for size, s, t in rows:
-        lines.append(f'| {size}^2 | {s["params"]:,} | {t["params"]:,} | {s["macs"] / 1e9:.2f} | {t["macs"] / 1e9:.2f} | '
-                     f'{s["macs"] / t["macs"]:.3f} | {s["latency_ms"]:.0f} | {t["latency_ms"]:.0f} | '
+        lines.append(f'| {size}^2 | {s["params"]:,} | {t["params"]:,} | {s["macs"] / 1e9:.2f} | '
+                     f'{t["macs"] / 1e9:.2f} | {s["macs"] / t["macs"]:.3f} | {s["latency_ms"]:.0f} | '
+                     f'{t["latency_ms"]:.0f} | '
                      f'{s["latency_ms"] / t["latency_ms"]:.3f} |')
     lines += ['', 'MACs: thop (convolutions, norms, activations; attention matmuls not counted, the convention of the '
               '141 G quoted for Restormer at 256^2); `basicsr flops` also gives them with the matmuls.', '']
@@ -233,7 +265,8 @@ def write_report(path, args, opt, batch_shape, medians, all_times, teacher_media
 
 
 def net_text(network):
-    return f'Restormer dim {network["dim"]} blocks {network["num_blocks"]} refinement {network["num_refinement_blocks"]}'
+    return (f'Restormer dim {network["dim"]} blocks {network["num_blocks"]} refinement '
+            f'{network["num_refinement_blocks"]}')
 
 
 def main(argv=None):
@@ -244,6 +277,7 @@ def main(argv=None):
     parser.add_argument('--rounds', type=int, default=5, help='timed rounds of the iteration cases. Default: 5')
     parser.add_argument('--sizes', type=int, nargs='+', default=[256, 512], help='latency sizes. Default: 256 512')
     parser.add_argument('--latency-repeats', type=int, default=5, help='latency runs per net and size. Default: 5')
+    parser.add_argument('--bf16-rounds', type=int, default=2, help='timed bf16 teacher forwards. Default: 2')
     parser.add_argument('--threads', type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument('--out', default=None, help='markdown file for the results (printed anyway)')
     args = parser.parse_args(argv)
@@ -256,11 +290,12 @@ def main(argv=None):
         gt = torch.rand(args.batch, 3, args.patch, args.patch)
         batch = {'gt': gt, 'lq': gt + torch.randn_like(gt) * 25 / 255}
         medians, all_times = round_robin(step_cases(models, batch), args.rounds)
-        teacher_medians, losses, rel = teacher_variants(models['skd'], batch['lq'], args.rounds)
+        macs = distillation_macs(models['skd'], batch['lq'])
+        teacher_medians, losses, rel = teacher_variants(models['skd'], batch['lq'], args.rounds, args.bf16_rounds)
     rows = latency_rows(opt, args.sizes, args.latency_repeats)
     minutes = (time.time() - start) / 60
-    write_report(args.out or os.devnull, args, opt, batch['gt'].shape, medians, all_times, teacher_medians, losses,
-                 rel, rows, minutes)
+    write_report(args.out or os.devnull, args, opt, batch['gt'].shape, medians, all_times, macs, teacher_medians,
+                 losses, rel, rows, minutes)
     return 0
 
 
