@@ -28,5 +28,11 @@ def test_quick_demo_writes_results_table_and_figure(tmp_path):
     assert results['scratch']['network'] == results['skd']['network'] == results['output_kd']['network']
     table = (out / 'results.md').read_text()
     assert '| SKD |' in table and '| teacher |' in table and 'noisy input' in table
+    for name in ('demo_teacher', 'demo_student_scratch', 'demo_student_output_kd', 'demo_student_skd'):
+        logs = list((out / 'experiments' / name).glob('train_*.log'))  # each stage keeps its own training log
+        assert len(logs) == 1, name
+        text = logs[0].read_text()
+        assert f'name: {name}' in text and 'End of training' in text
+        assert ('l_gk' in text) == (name == 'demo_student_skd')
     figure = cv2.imread(str(out / 'comparison.png'))
     assert figure.shape[1] == 6 * (2 * 128 + 4)  # six labelled crops side by side

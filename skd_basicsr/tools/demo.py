@@ -107,7 +107,25 @@ def run_stage(opt, out):
         train_pipeline(out)
     finally:
         sys.argv = saved
+        release_logger()
     return osp.join(out, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
+
+
+def release_logger(name='basicsr'):
+    """Close BasicSR's root logger handlers and forget it, so the next stage logs to its own train_*.log.
+
+    ``get_root_logger`` sets the logger up once per process (its file handler is the first stage's file) and then
+    returns it as it is; without this, every later stage would write into the first stage's log.
+    """
+    import logging
+
+    from basicsr.utils import logger as basicsr_logger
+
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    basicsr_logger.initialized_logger.pop(name, None)
 
 
 def evaluate(network, weights, folders):
