@@ -37,7 +37,7 @@ VARIANTS = {
     'gk_only_levels3': ('skd', ['train:contrast_opt:loss_weight=0',
                                 'distill:features=[encoder_level1, latent, refinement]'],
                         'L_GK alone, 3 levels (encoder_level1, latent, refinement)'),
-    'temp_1e-6': ('skd', ['train:contrast_opt:loss_weight=0', 'train:feature_opt:temperature=1e-6'],
+    'temp_1e-6': ('skd', ['train:contrast_opt:loss_weight=0', 'train:feature_opt:temperature=1.0e-6'],
                   'L_GK alone, MCA temperature 1e-6'),
     'scratch_1800': ('scratch', budget(1800), 'scratch student, 1800 iterations'),
     'output_kd_1800': ('output_kd', budget(1800), 'output-KD student, 1800 iterations'),
