@@ -135,41 +135,37 @@ def teacher_variants(skd, lq, rounds, bf16_rounds):
     """Teacher forward in float32 / bf16 autocast / channels_last, and what bf16 features do to the losses."""
     net_t = skd.net_t
 
-    def forward(dtype=None, channels_last=False):
+    def autocast(bf16):
+        return torch.autocast('cpu', dtype=torch.bfloat16) if bf16 else nullcontext()
+
+    def forward(bf16=False, channels_last=False):
         x = lq.contiguous(memory_format=torch.channels_last) if channels_last else lq
-        autocast = torch.autocast('cpu', dtype=torch.bfloat16) if dtype == 'bf16' else nullcontext()
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(bf16):
             return net_t(x)
 
     cases = {'float32': lambda r: forward(), 'channels_last': lambda r: forward(channels_last=True)}
     medians, _ = round_robin(cases, rounds)
     # without bf16 instructions, autocast runs tens of times slower: a few runs, no warm-up, say enough
-    bf16, _ = round_robin({'bf16_autocast': lambda r: forward('bf16')}, bf16_rounds, warmup=False)
+    bf16, _ = round_robin({'bf16_autocast': lambda r: forward(bf16=True)}, bf16_rounds, warmup=False)
     medians.update(bf16)
 
-    # the losses with teacher features from each forward, same student features
-    student_out = None
+    # the losses with the teacher features of each forward, against the same student features
     losses = {}
-    for name, dtype in (('float32', None), ('bf16', 'bf16')):
-        with torch.inference_mode():
-            with skd.taps_s.recording() as feats_s:
-                out_s = skd.net_g(lq)
-            autocast = torch.autocast('cpu', dtype=torch.bfloat16) if dtype else nullcontext()
-            with autocast, skd.taps_t.recording() as feats_t:
-                out_t = net_t(lq)
+    with torch.inference_mode():
+        with skd.taps_s.recording() as feats_s:
+            out_s = skd.net_g(lq)
+        student = skd.adapters([feats_s[p['student']] for p in skd.pairs])
+        for name, bf16 in (('float32', False), ('bf16', True)):
+            with autocast(bf16), skd.taps_t.recording() as feats_t:
+                out_t = net_t(lq).float()
             feats_t = {k: v.float() for k, v in feats_t.items()}
-            out_t = out_t.float()
-            student = skd.adapters([feats_s[p['student']] for p in skd.pairs])
             l_gk, _ = skd.cri_feat(student, [feats_t[p['teacher']] for p in skd.pairs])
-            entry = {'l_gk': float(l_gk)}
+            losses[name] = {'l_gk': float(l_gk)}
             if skd.cri_contrast is not None:
                 neg = {layer: feats_t[layer] for layer in skd.cri_contrast.layers}
-                with autocast:
+                with autocast(bf16):
                     l_cl = skd.cri_contrast(out_s, skd.cri_contrast.positives(out_t, skd.gt), lq, negative_feats=neg)
-                entry['l_cl'] = float(l_cl)
-            losses[name] = entry
-            student_out = out_s
-    del student_out
+                losses[name]['l_cl'] = float(l_cl)
     rel = {k: abs(losses['bf16'][k] - losses['float32'][k]) / abs(losses['float32'][k]) for k in losses['float32']}
     return medians, losses, rel
 

@@ -47,7 +47,7 @@ VARIANTS = {
 
 def run_variant(demo, name):
     import skd_basicsr  # noqa: F401  (registries)
-    from skd_basicsr.tools.demo import STUDENT, evaluate, summarise
+    from skd_basicsr.tools.demo import STUDENT, evaluate, latest_weights, summarise
 
     base, entries, what = VARIANTS[name]
     opt_file = osp.join(demo, 'options', f'demo_student_{base}.yml')
@@ -59,9 +59,16 @@ def run_variant(demo, name):
     start = time.time()
     subprocess.run(cmd, cwd=demo, check=True)
     minutes = (time.time() - start) / 60
-    weights = osp.join(demo, 'experiments', exp_name, 'models', 'net_g_latest.pth')
-    per_image, _ = evaluate(STUDENT, weights, {'val': osp.join(demo, 'data', 'val')})
+    per_image, _ = evaluate(STUDENT, latest_weights(demo, exp_name), {'val': osp.join(demo, 'data', 'val')})
     return dict(summarise(per_image), base=base, force_yml=entries, what=what, minutes=round(minutes, 2))
+
+
+def read_json(path):
+    """The JSON object in ``path``, or {} when there is no such file yet."""
+    if not osp.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def table(results, demo_results):
@@ -87,7 +94,7 @@ def main(argv=None):
         return 0
     demo = osp.abspath(args.demo)
     store = osp.join(demo, 'ablation.json')
-    results = json.load(open(store)) if osp.isfile(store) else {}
+    results = read_json(store)
     for name in args.run:
         results[name] = run_variant(demo, name)
         with open(store + '.tmp', 'w') as f:
@@ -95,7 +102,7 @@ def main(argv=None):
         os.replace(store + '.tmp', store)
         print(f'[ablation] {name}: PSNR {results[name]["psnr"]:.2f} dB, SSIM {results[name]["ssim"]:.4f}', flush=True)
     demo_json = osp.join(demo, 'results.json')
-    print(table(results, json.load(open(demo_json)) if osp.isfile(demo_json) else {}))
+    print(table(results, read_json(demo_json)))
     return 0
 
 

@@ -108,7 +108,12 @@ def run_stage(opt, out):
     finally:
         sys.argv = saved
         release_logger()
-    return osp.join(out, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
+    return latest_weights(out, opt['name'])
+
+
+def latest_weights(root, name):
+    """Where ``basicsr train`` run from ``root`` leaves experiment ``name``'s last student weights."""
+    return osp.join(root, 'experiments', name, 'models', 'net_g_latest.pth')
 
 
 def release_logger(name='basicsr'):
