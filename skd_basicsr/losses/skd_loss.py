@@ -18,6 +18,13 @@ The paper leaves the normalised index of the spatial softmax open; two readings 
 * ``'rows'``: the literal row-wise softmax of ``T^T S / lambda``. Attention kernels cannot express it; it is
   computed in row chunks and recomputed chunk by chunk in backward.
 
+The exact spatial branch costs 2 B N^2 C MACs per level (forward; backward about twice that), more than the
+networks themselves at full resolution. Two cheaper forms are offered beside it, per level:
+
+* local, :func:`mca_spatial_window`: the same attention inside non-overlapping W x W windows, O(N W^2 C);
+* pooled, :func:`mca_spatial_pooled`: the exact branch on features average-pooled to at most M tokens, compared
+  with the equally pooled teacher feature, O(M^2 C) plus the O(N C) pooling.
+
 Temperature lambda: the journal version reports 1e-6, which makes both softmaxes a near-hard arg-max whose
 gradient is almost zero everywhere. Our default ``'auto'`` is the scaled-dot-product choice, the square root of the
 contracted dimension (N for the channel affinity, C for the spatial one), picked for gradient health; it is to be
@@ -32,12 +39,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.checkpoint import checkpoint
 
 from basicsr.utils.registry import LOSS_REGISTRY
 
 BRANCHES = ('direct', 'channel', 'spatial')
 SPATIAL_SOFTMAX_READINGS = ('contracted', 'rows')
 REDUCTIONS = ('mean', 'sum')
+SPATIAL_ATTENTION = ('auto', 'chunked')
 DEFAULT_CHUNK_SIZE = 256
 
 
@@ -75,7 +84,23 @@ def _autograd_safe(t):
 def _check_chunk_size(chunk_size):
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
         raise ValueError(f'chunk_size={chunk_size!r} is not allowed: use an integer >= 1 (rows of the spatial '
-                         'affinity computed at once by the \'rows\' reading).')
+                         'affinity computed at once by the \'rows\' reading and the chunked fallback).')
+
+
+def _check_spatial_attention(attention):
+    if attention not in SPATIAL_ATTENTION:
+        raise ValueError(f'spatial attention={attention!r} is not allowed: use one of {SPATIAL_ATTENTION} '
+                         '(\'chunked\' forces the exact chunked computation that stands in for fused SDPA).')
+
+
+def _is_form_size(value):
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= 2
+
+
+def _check_form_size(value, what):
+    if not _is_form_size(value):
+        raise ValueError(f'{what}={value!r} is not allowed: use an integer >= 2 (1 would make the spatial branch a '
+                         'copy of the student).')
 
 
 def mca_channel(s, t, temperature='auto'):
@@ -107,6 +132,53 @@ def _flash_backends(device):
     if device.type == 'cuda':
         return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION])
     return nullcontext()
+
+
+def _fused_attention_available(q, k, v):
+    """Whether a kernel that :func:`_flash_backends` allows accepts these (B, G, n, C) tokens (last dim contiguous).
+
+    On other devices SDPA is left to choose, as before, so the answer there is yes.
+    """
+    if q.device.type == 'cpu':
+        # the CPU flash kernel takes every floating dtype and head dimension once the last dim is contiguous
+        return q.dtype.is_floating_point
+    if q.device.type == 'cuda':
+        params = torch.backends.cuda.SDPAParams(q, k, v, None, 0.0, False, False)
+        return torch.backends.cuda.can_use_flash_attention(params) or torch.backends.cuda.can_use_efficient_attention(
+            params)
+    return True
+
+
+def _attend(q, k, v, scale):
+    return torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * scale, dim=-1), v)
+
+
+def _chunked_attention(q, k, v, scale, chunk):
+    """Exact attention over the last two dims, ``chunk`` queries at a time, each chunk recomputed in backward.
+
+    Stands in for fused SDPA where no fused kernel takes the inputs: every chunk is checkpointed, so no more than
+    one (..., chunk, n) block of probabilities lives at once, in forward or in backward.
+    """
+    recompute = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
+    outs = []
+    for start in range(0, q.shape[-2], chunk):
+        q_rows = q[..., start:start + chunk, :]
+        if recompute:
+            outs.append(checkpoint(_attend, q_rows, k, v, scale, use_reentrant=False, preserve_rng_state=False))
+        else:
+            outs.append(_attend(q_rows, k, v, scale))
+    return torch.cat(outs, dim=-2)
+
+
+def _contracted_attention(tokens_s, tokens_t, scale, attention, chunk):
+    """The 'contracted' spatial MCA on (B, G, n, C) tokens (G groups: 1, or the windows), attention over each group.
+
+    Fused SDPA where it has a kernel for the inputs, else (or with ``attention='chunked'``) the chunked exact form.
+    """
+    if attention == 'auto' and _fused_attention_available(tokens_s, tokens_t, tokens_s):
+        with _flash_backends(tokens_s.device):
+            return F.scaled_dot_product_attention(tokens_s, tokens_t, tokens_s, scale=scale)
+    return _chunked_attention(tokens_s, tokens_t, tokens_s, scale, chunk)
 
 
 class _RowSoftmaxSpatialMCA(torch.autograd.Function):
@@ -157,9 +229,11 @@ class _RowSoftmaxSpatialMCA(torch.autograd.Function):
         return grad_s, grad_t, None, None
 
 
-def mca_spatial(s, t, temperature='auto', softmax='contracted', chunk_size=DEFAULT_CHUNK_SIZE):
+def mca_spatial(s, t, temperature='auto', softmax='contracted', chunk_size=DEFAULT_CHUNK_SIZE, attention='auto'):
     """Spatial branch of MCA: ``S_s = S softmax(T^T S / lambda)`` per sample, with S, T as C x N (N = H * W).
 
+    The exact global form: 2 B N^2 C MACs in forward, about twice that in backward. Use it where N is small (the
+    low-resolution levels); at full resolution see :func:`mca_spatial_window` and :func:`mca_spatial_pooled`.
     Neither reading ever holds the whole N x N affinity.
 
     * ``'contracted'``: the softmax normalises over the index the product with S sums over, so output token q is
@@ -167,7 +241,10 @@ def mca_spatial(s, t, temperature='auto', softmax='contracted', chunk_size=DEFAU
       query = S^T, key = T^T, value = S^T (tokens as rows), run on
       :func:`torch.nn.functional.scaled_dot_product_attention` with ``scale = 1 / lambda``: forced to the flash
       kernel on CPU, flash or memory-efficient on CUDA (other devices: the backend SDPA picks). Memory
-      O(B * N * C).
+      O(B * N * C). Where neither kernel takes the inputs (on CUDA: float64, head dimensions the kernels refuse),
+      or with ``attention='chunked'``, the same attention is computed exactly ``chunk_size`` queries at a time,
+      each chunk recomputed in backward: working memory about one (B, chunk_size, N) block, one extra affinity
+      product per chunk in backward.
     * ``'rows'``: the literal row-wise softmax, ``P[p, q] = softmax_q(<T_p, S_q> / lambda)``, then ``S P``.
       Computed ``chunk_size`` rows of P at a time by a custom autograd function that saves only S and T and
       recomputes each chunk in backward. Working memory is about two (B, chunk_size, N) blocks (forward: logits
@@ -181,15 +258,16 @@ def mca_spatial(s, t, temperature='auto', softmax='contracted', chunk_size=DEFAU
         temperature (float | str): lambda, a number > 0 or 'auto' for sqrt(C), the dimension the N x N affinity
             sums over. Default: 'auto'.
         softmax (str): 'contracted' | 'rows', see above. Default: 'contracted'.
-        chunk_size (int): Rows of the affinity computed at once by the 'rows' reading. Default: 256.
+        chunk_size (int): Rows of the affinity computed at once by the 'rows' reading and by the chunked
+            fallback of the 'contracted' one. Default: 256.
+        attention (str): 'auto' (fused SDPA where it has a kernel for the inputs, the chunked exact computation
+            elsewhere) | 'chunked' (always the chunked one; the 'rows' reading is chunked anyway). Default: 'auto'.
 
     Returns:
         Tensor: Of shape (B, C, H, W).
     """
     _check_pair(s, t, 'mca_spatial')
-    if softmax not in SPATIAL_SOFTMAX_READINGS:
-        raise ValueError(f'softmax={softmax!r} is not allowed: use one of {SPATIAL_SOFTMAX_READINGS}.')
-    _check_chunk_size(chunk_size)
+    _check_spatial_options(softmax, chunk_size, attention)
     b, c, h, w = s.shape
     scale = 1.0 / _resolve_temperature(temperature, c)
     t = _autograd_safe(t)
@@ -199,9 +277,147 @@ def mca_spatial(s, t, temperature='auto', softmax='contracted', chunk_size=DEFAU
     # fused attention kernels need unit stride on the last (channel) dimension, hence the contiguous token rows
     tokens_s = s.reshape(b, c, h * w).transpose(1, 2).contiguous().unsqueeze(1)
     tokens_t = t.reshape(b, c, h * w).transpose(1, 2).contiguous().unsqueeze(1)
-    with _flash_backends(s.device):
-        out = F.scaled_dot_product_attention(tokens_s, tokens_t, tokens_s, scale=scale)
+    out = _contracted_attention(tokens_s, tokens_t, scale, attention, int(chunk_size))
     return out.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
+
+
+def _check_spatial_options(softmax, chunk_size, attention):
+    if softmax not in SPATIAL_SOFTMAX_READINGS:
+        raise ValueError(f'softmax={softmax!r} is not allowed: use one of {SPATIAL_SOFTMAX_READINGS}.')
+    _check_chunk_size(chunk_size)
+    _check_spatial_attention(attention)
+
+
+def _window_strips(size, window):
+    """(start, stop, window side) strips tiling one side: whole windows, then the remainder as one shorter window."""
+    whole = size // window * window
+    strips = [(0, whole, window)] if whole else []
+    if whole < size:
+        strips.append((whole, size, size - whole))
+    return strips
+
+
+def _to_windows(x, wh, ww):
+    """(B, C, h, w) with h, w multiples of wh, ww -> (B, G, wh * ww, C) contiguous tokens, G windows row-major."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h // wh, wh, w // ww, ww).permute(0, 2, 4, 3, 5, 1)
+    # with a single window the reshape is a view whose channel stride is not 1, which fused kernels refuse
+    return x.reshape(b, (h // wh) * (w // ww), wh * ww, c).contiguous()
+
+
+def _from_windows(tokens, h, w, wh, ww):
+    """Inverse of :func:`_to_windows`."""
+    b, c = tokens.shape[0], tokens.shape[-1]
+    x = tokens.reshape(b, h // wh, w // ww, wh, ww, c).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(b, c, h, w)
+
+
+def mca_spatial_window(s,
+                       t,
+                       window,
+                       temperature='auto',
+                       softmax='contracted',
+                       chunk_size=DEFAULT_CHUNK_SIZE,
+                       attention='auto'):
+    """Local spatial MCA: :func:`mca_spatial` inside each non-overlapping ``window`` x ``window`` window.
+
+    Cost 2 B N W^2 C MACs in forward instead of 2 B N^2 C: linear in N, so it suits the full-resolution levels,
+    where the global form costs more than the networks. Each output token mixes only the student tokens of its
+    own window, so the branch keeps the local cross-net structure and gives up interactions beyond W.
+
+    Windows tile the feature from the top-left corner. Where a side is not a multiple of ``window``, the last row
+    (column) of windows is cut short to the remainder, without padding (a padded token would join the softmax);
+    windows of one size are batched together (folded into SDPA's head dimension), so there are at most four
+    attention calls. A window at least as large as both sides is the global form, to the last bit.
+
+    Args:
+        s (Tensor): Student feature of shape (B, C, H, W).
+        t (Tensor): Teacher feature of the same shape. It receives gradient only if it requires grad.
+        window (int): Window side W, >= 2.
+        temperature (float | str): lambda, a number > 0 or 'auto' for sqrt(C). Default: 'auto'.
+        softmax (str): 'contracted' | 'rows', the reading of :func:`mca_spatial`, applied per window.
+            Default: 'contracted'.
+        chunk_size (int): Rows of each window's affinity computed at once by the 'rows' reading and the chunked
+            fallback. Default: 256.
+        attention (str): 'auto' | 'chunked', as in :func:`mca_spatial`. Default: 'auto'.
+
+    Returns:
+        Tensor: Of shape (B, C, H, W).
+    """
+    _check_pair(s, t, 'mca_spatial_window')
+    _check_form_size(window, 'window')
+    _check_spatial_options(softmax, chunk_size, attention)
+    b, c, h, w = s.shape
+    scale = 1.0 / _resolve_temperature(temperature, c)
+    t = _autograd_safe(t)
+    bands = []
+    for top, bottom, wh in _window_strips(h, window):
+        pieces = []
+        for left, right, ww in _window_strips(w, window):
+            tokens_s = _to_windows(s[:, :, top:bottom, left:right], wh, ww)
+            tokens_t = _to_windows(t[:, :, top:bottom, left:right], wh, ww)
+            if softmax == 'rows':
+                # the row-wise function works on (batch, C, n): one batch entry per window
+                s_rows, t_rows = (x.flatten(0, 1).transpose(1, 2) for x in (tokens_s, tokens_t))
+                out = _RowSoftmaxSpatialMCA.apply(s_rows, t_rows, scale, int(chunk_size))
+                out = out.transpose(1, 2).reshape(tokens_s.shape)
+            else:
+                out = _contracted_attention(tokens_s, tokens_t, scale, attention, int(chunk_size))
+            pieces.append(_from_windows(out, bottom - top, right - left, wh, ww))
+        bands.append(torch.cat(pieces, dim=3))
+    return torch.cat(bands, dim=2)
+
+
+def pool_tokens(x, max_tokens):
+    """Average-pool a (B, C, H, W) feature over k x k blocks, k the smallest factor leaving at most ``max_tokens``.
+
+    Blocks tile from the top-left corner; where a side is not a multiple of k the last blocks are shorter and
+    averaged over what they hold. With k = 1 (N <= max_tokens) the feature is returned as it is.
+
+    Args:
+        x (Tensor): Of shape (B, C, H, W).
+        max_tokens (int): M, >= 2.
+
+    Returns:
+        Tensor: Of shape (B, C, ceil(H / k), ceil(W / k)), with ceil(H / k) * ceil(W / k) <= M.
+    """
+    _check_form_size(max_tokens, 'max_tokens')
+    h, w = x.shape[-2:]
+    # ceil(h / k) * ceil(w / k) >= h * w / k^2, so no k below sqrt(h * w / M) can do
+    k = max(1, math.isqrt(h * w // max_tokens))
+    while math.ceil(h / k) * math.ceil(w / k) > max_tokens:
+        k += 1
+    return x if k == 1 else F.avg_pool2d(x, k, k, ceil_mode=True)
+
+
+def mca_spatial_pooled(s,
+                       t,
+                       max_tokens,
+                       temperature='auto',
+                       softmax='contracted',
+                       chunk_size=DEFAULT_CHUNK_SIZE,
+                       attention='auto'):
+    """Pooled spatial MCA: :func:`mca_spatial` on student and teacher features pooled by :func:`pool_tokens`.
+
+    Cost 2 B M^2 C MACs at most in forward, plus O(B N C) for the pooling, whatever the resolution. It keeps
+    global interactions between k x k block averages and gives up detail finer than a block; compare its output
+    with ``pool_tokens(t, max_tokens)``, not with ``t``. Where N <= M it is the global form.
+
+    Args:
+        s (Tensor): Student feature of shape (B, C, H, W).
+        t (Tensor): Teacher feature of the same shape. It receives gradient only if it requires grad.
+        max_tokens (int): M, the most tokens kept, >= 2.
+        temperature (float | str): lambda, a number > 0 or 'auto' for sqrt(C). Default: 'auto'.
+        softmax (str): 'contracted' | 'rows', as in :func:`mca_spatial`. Default: 'contracted'.
+        chunk_size (int): As in :func:`mca_spatial`. Default: 256.
+        attention (str): 'auto' | 'chunked', as in :func:`mca_spatial`. Default: 'auto'.
+
+    Returns:
+        Tensor: Of the shape of ``pool_tokens(s, max_tokens)``.
+    """
+    _check_pair(s, t, 'mca_spatial_pooled')
+    return mca_spatial(pool_tokens(s, max_tokens), pool_tokens(t, max_tokens), temperature, softmax, chunk_size,
+                       attention)
 
 
 def gaussian_kernel_distance(x, y, sigma=1.0):
@@ -224,6 +440,41 @@ def gaussian_kernel_distance(x, y, sigma=1.0):
     return -torch.expm1(-mean_sq / (2.0 * sigma**2))
 
 
+def _check_per_level(value, name):
+    """None, one integer >= 2 for every level, or a non-empty list of None / integers >= 2, one per level."""
+    if not isinstance(value, (list, tuple)):
+        if value is not None:
+            _check_form_size(value, name)
+        return value
+    if not value or not all(v is None or _is_form_size(v) for v in value):
+        raise ValueError(f'{name}={list(value)!r} is not allowed: use None, an integer >= 2 for every level, or a '
+                         'non-empty list with one entry per distilled level, each None (exact global form) or an '
+                         'integer >= 2.')
+    return list(value)
+
+
+def _per_level(value, levels, name):
+    if not isinstance(value, list):
+        return [value] * levels
+    if len(value) != levels:
+        raise ValueError(f'{name} has {len(value)} entries but {levels} levels are distilled (give one entry per '
+                         'level, None for the exact global form).')
+    return value
+
+
+def _check_one_form_per_level(window, tokens):
+    lengths = {len(v) for v in (window, tokens) if isinstance(v, list)}
+    if len(lengths) > 1:
+        raise ValueError(f'spatial_window={window!r} and spatial_tokens={tokens!r} are lists of different lengths: '
+                         'give both one entry per distilled level.')
+    levels = lengths.pop() if lengths else 1
+    pairs = zip(_per_level(window, levels, 'spatial_window'), _per_level(tokens, levels, 'spatial_tokens'))
+    both = [i for i, (w, m) in enumerate(pairs) if w is not None and m is not None]
+    if both:
+        raise ValueError(f'spatial_window={window!r} and spatial_tokens={tokens!r} both choose a form at level(s) '
+                         f'{both}: a level takes at most one cheap spatial form (None in the other option).')
+
+
 @LOSS_REGISTRY.register()
 class SKDFeatureLoss(nn.Module):
     """L_GK of SKD: Gaussian-kernel distances between student features, their MCA projections and teacher features.
@@ -235,6 +486,21 @@ class SKDFeatureLoss(nn.Module):
     Teacher features are detached inside, so the loss sends gradient through the student only, even when the
     caller hands over a teacher tensor that requires grad; tensors made under ``torch.inference_mode()`` are
     accepted too (cloned into ordinary tensors).
+
+    Spatial form per level. The exact global branch (:func:`mca_spatial`, 2 B N^2 C MACs) is the default and
+    the right one at the small levels. At full resolution it costs more than the networks; there choose one cheap
+    form per level:
+
+    * ``spatial_window: W``: local MCA in W x W windows (:func:`mca_spatial_window`, 2 B N W^2 C MACs), which
+      keeps the fine local structure of the cross-net affinity;
+    * ``spatial_tokens: M``: MCA on features average-pooled to at most M tokens (:func:`mca_spatial_pooled`,
+      at most 2 B M^2 C MACs), which keeps global interactions at block resolution; its GK compares with the
+      equally pooled teacher feature.
+
+    Each option takes one value for every level or a list with one entry per distilled level, ``None`` (``~`` in
+    YAML) keeping the exact global form at that level, e.g. ``spatial_window: [8, 8, ~, ~]``. A level gets at
+    most one cheap form. A window covering the whole feature, or M >= N, is the global form. The logged parts
+    keep their names whatever the forms.
 
     Args:
         loss_weight (float): alpha2, the weight of L_GK in the total loss. Default: 1.0.
@@ -250,7 +516,15 @@ class SKDFeatureLoss(nn.Module):
             Default: 'contracted'.
         level_weights (list[float] | None): One weight per distilled level; None weighs every level 1.
             Default: None.
-        chunk_size (int): Affinity rows computed at once by the 'rows' reading. Default: 256.
+        chunk_size (int): Affinity rows computed at once by the 'rows' reading and by the chunked fallback.
+            Default: 256.
+        spatial_window (int | list[int | None] | None): Window side W (>= 2) of the local spatial form, for every
+            level or per level. Default: None (global).
+        spatial_tokens (int | list[int | None] | None): Most tokens M (>= 2) of the pooled spatial form, for every
+            level or per level. Default: None (global).
+        spatial_attention (str): 'auto' (fused SDPA where it has a kernel for the inputs, an exact chunked
+            computation elsewhere, e.g. float64 on CUDA) | 'chunked' (always the chunked one: slower, for checks).
+            Default: 'auto'.
     """
 
     def __init__(self,
@@ -262,7 +536,10 @@ class SKDFeatureLoss(nn.Module):
                  branches=BRANCHES,
                  spatial_softmax='contracted',
                  level_weights=None,
-                 chunk_size=DEFAULT_CHUNK_SIZE):
+                 chunk_size=DEFAULT_CHUNK_SIZE,
+                 spatial_window=None,
+                 spatial_tokens=None,
+                 spatial_attention='auto'):
         super().__init__()
         if reduction not in REDUCTIONS:
             raise ValueError(f'reduction={reduction!r} is not allowed: use one of {REDUCTIONS}.')
@@ -283,6 +560,10 @@ class SKDFeatureLoss(nn.Module):
             raise ValueError(f'sigma={sigma!r} is not allowed: use a number > 0.')
         _check_temperature(temperature)
         _check_chunk_size(chunk_size)
+        _check_spatial_attention(spatial_attention)
+        spatial_window = _check_per_level(spatial_window, 'spatial_window')
+        spatial_tokens = _check_per_level(spatial_tokens, 'spatial_tokens')
+        _check_one_form_per_level(spatial_window, spatial_tokens)
         if level_weights is not None:
             level_weights = list(level_weights)
             if not level_weights or not all(isinstance(v, numbers.Real) and v >= 0 for v in level_weights):
@@ -297,18 +578,29 @@ class SKDFeatureLoss(nn.Module):
         self.spatial_softmax = spatial_softmax
         self.level_weights = level_weights
         self.chunk_size = int(chunk_size)
+        self.spatial_window = spatial_window
+        self.spatial_tokens = spatial_tokens
+        self.spatial_attention = spatial_attention
 
     def extra_repr(self):
         return (f'loss_weight={self.loss_weight}, mca_weight={self.mca_weight}, sigma={self.sigma}, '
                 f'temperature={self.temperature!r}, branches={self.branches}, '
-                f'spatial_softmax={self.spatial_softmax!r}, reduction={self.reduction!r}')
+                f'spatial_softmax={self.spatial_softmax!r}, reduction={self.reduction!r}, '
+                f'spatial_window={self.spatial_window!r}, spatial_tokens={self.spatial_tokens!r}, '
+                f'spatial_attention={self.spatial_attention!r}')
 
-    def _project(self, branch, s, t):
+    def _project(self, branch, s, t, window, tokens):
+        """The branch's projection of s and the teacher feature it is compared with."""
         if branch == 'channel':
-            return mca_channel(s, t, self.temperature)
-        if branch == 'spatial':
-            return mca_spatial(s, t, self.temperature, self.spatial_softmax, self.chunk_size)
-        return s
+            return mca_channel(s, t, self.temperature), t
+        if branch == 'direct':
+            return s, t
+        spatial = (self.temperature, self.spatial_softmax, self.chunk_size, self.spatial_attention)
+        if window is not None:
+            return mca_spatial_window(s, t, window, *spatial), t
+        if tokens is not None:
+            return mca_spatial_pooled(s, t, tokens, *spatial), pool_tokens(t, tokens)
+        return mca_spatial(s, t, *spatial), t
 
     def _reduce(self, per_sample, weight):
         if weight is None:
@@ -338,6 +630,8 @@ class SKDFeatureLoss(nn.Module):
         if len(level_weights) != len(preds):
             raise ValueError(f'level_weights has {len(level_weights)} entries but {len(preds)} levels are '
                              'distilled.')
+        windows = _per_level(self.spatial_window, len(preds), 'spatial_window')
+        tokens = _per_level(self.spatial_tokens, len(preds), 'spatial_tokens')
         for i, (s, t) in enumerate(zip(preds, targets)):
             if s.dim() != 4 or s.shape != t.shape:
                 raise ValueError(f'SKDFeatureLoss level {i}: student feature {tuple(s.shape)} and teacher feature '
@@ -349,11 +643,11 @@ class SKDFeatureLoss(nn.Module):
                              f'{tuple(weight.shape)}.')
 
         terms = OrderedDict((branch, 0.0) for branch in self.branches)
-        for s, t, level_weight in zip(preds, targets, level_weights):
+        for s, t, level_weight, window, max_tokens in zip(preds, targets, level_weights, windows, tokens):
             t = _autograd_safe(t.detach())
             for branch in self.branches:
                 factor = self.loss_weight * level_weight * (1.0 if branch == 'direct' else self.mca_weight)
-                distance = gaussian_kernel_distance(self._project(branch, s, t), t, self.sigma)
+                distance = gaussian_kernel_distance(*self._project(branch, s, t, window, max_tokens), self.sigma)
                 terms[branch] = terms[branch] + factor * self._reduce(distance, weight)
         loss = sum(terms.values())
         parts = OrderedDict((f'l_gk_{branch}', term.detach()) for branch, term in terms.items())
