@@ -1,4 +1,4 @@
-"""Spatial MCA, naive N x N product against ours: forward + backward time and peak memory on CPU.
+"""Spatial MCA, naive N x N product against ours and our cheap forms: forward + backward time and peak memory on CPU.
 
 Every case runs in a fresh subprocess that imports everything, warms the kernels up on a tiny input, records its
 resident set size as the baseline, resets the kernel's peak counter (``/proc/self/clear_refs``) and then times
@@ -12,6 +12,12 @@ Implementations:
 * ``contracted``: ours, :func:`skd_basicsr.losses.skd_loss.mca_spatial` (SDPA, flash kernel forced on CPU).
 * ``rows``: ours, the literal row-wise reading (chunked, recomputed in backward); another formula, listed for
   its memory and time only.
+* ``chunked``: ours, the 'contracted' reading by the exact chunked fallback that stands in for fused SDPA where
+  it has no kernel (``attention='chunked'``).
+* ``window<W>``, e.g. ``window8``: the local form, 'contracted' attention inside W x W windows
+  (:func:`skd_basicsr.losses.skd_loss.mca_spatial_window`), O(N W^2 C).
+* ``pooled<M>``, e.g. ``pooled1024``: the pooled form, the global attention on features average-pooled to at most
+  M tokens (:func:`skd_basicsr.losses.skd_loss.mca_spatial_pooled`).
 
 Naive cases whose estimated peak exceeds ``--max-naive-gb`` are not run; instead, when ``--naive-probe-batch``
 fits, naive runs at that smaller batch and its time and memory are scaled linearly to the full batch (marked as
@@ -19,9 +25,15 @@ extrapolated in the table).
 
 Usage:
     python benchmarks/mca_bench.py --out benchmarks/RESULTS_mca.md
+    # the cheap forms against the exact global one (on idle cores)
+    python benchmarks/mca_bench.py --sizes 64 128 --ours-sizes --batch 4 --channels 48 \
+        --impls contracted window8 window16 pooled256 pooled1024 --out benchmarks/RESULTS_mca.md
+    # every implementation at a toy size, to check that the script runs (numbers mean nothing)
+    python benchmarks/mca_bench.py --smoke
 """
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -31,6 +43,8 @@ import subprocess
 import sys
 
 IMPLS = ('naive', 'contracted', 'rows')
+FIXED_IMPLS = IMPLS + ('chunked', )
+SMOKE_IMPLS = ['naive', 'contracted', 'rows', 'chunked', 'window4', 'pooled16']
 FLOAT_BYTES = 4
 # naive forward + backward holds about four (B, N, N) blocks at once: the probabilities saved for backward, their
 # gradient, the softmax-backward temporary and the logits gradient
@@ -48,13 +62,24 @@ def status_kib(field):
     raise RuntimeError(f'{field} not in /proc/self/status')
 
 
+def impl_spec(text):
+    """An implementation name: one of FIXED_IMPLS, window<W> or pooled<M> (W, M integers >= 2)."""
+    for prefix in ('window', 'pooled'):
+        if text.startswith(prefix) and text[len(prefix):].isdigit() and int(text[len(prefix):]) >= 2:
+            return text
+    if text in FIXED_IMPLS:
+        return text
+    raise argparse.ArgumentTypeError(f'{text!r}: use one of {FIXED_IMPLS}, window<W> or pooled<M> (e.g. window8, '
+                                     'pooled1024)')
+
+
 def child(impl, batch, channels, size, repeats, case_seconds, threads, chunk_size):
     """Run one case in this process and print a JSON line with the times and the peak memory above baseline."""
     import time
 
     import torch
 
-    from skd_basicsr.losses.skd_loss import mca_spatial
+    from skd_basicsr.losses.skd_loss import mca_spatial, mca_spatial_pooled, mca_spatial_window
 
     torch.set_num_threads(threads)
 
@@ -65,11 +90,17 @@ def child(impl, batch, channels, size, repeats, case_seconds, threads, chunk_siz
         probs = torch.softmax(torch.bmm(tokens_s, tokens_t.transpose(1, 2)) / c**0.5, dim=-1)
         return torch.bmm(probs, tokens_s).transpose(1, 2).reshape(b, c, h, w)
 
-    run = {
-        'naive': naive,
-        'contracted': lambda s, t: mca_spatial(s, t, softmax='contracted'),
-        'rows': lambda s, t: mca_spatial(s, t, softmax='rows', chunk_size=chunk_size),
-    }[impl]
+    if impl.startswith('window'):
+        run = functools.partial(mca_spatial_window, window=int(impl[len('window'):]))
+    elif impl.startswith('pooled'):
+        run = functools.partial(mca_spatial_pooled, max_tokens=int(impl[len('pooled'):]))
+    else:
+        run = {
+            'naive': naive,
+            'contracted': lambda s, t: mca_spatial(s, t, softmax='contracted'),
+            'rows': lambda s, t: mca_spatial(s, t, softmax='rows', chunk_size=chunk_size),
+            'chunked': lambda s, t: mca_spatial(s, t, chunk_size=chunk_size, attention='chunked'),
+        }[impl]
 
     def step(s, t):
         s.grad = None
@@ -187,6 +218,7 @@ def render(args, rows):
         lines.append(f'| {row["size"]}^2 | {row["size"]**2} | {row["impl"]} | {runs} | {median} | {peak} | {note} |')
     lines.append('')
     lines.extend(verdict(rows))
+    lines.extend(against_global(rows))
     return '\n'.join(lines)
 
 
@@ -204,6 +236,21 @@ def verdict(rows):
         target = f' (target <= 0.1: {"met" if ratio <= 0.1 else "NOT met"})' if size == 128 else ''
         out.append(f'- {size}^2, {how}: contracted/naive peak memory = {ratio:.3f}{target}; naive/contracted time = '
                    f'{speed:.2f} ({"contracted no slower" if speed >= 1 else "contracted SLOWER"}).')
+    return out
+
+
+def against_global(rows):
+    """Every other implementation of ours against the exact global one ('contracted') at the same size."""
+    by_key = {(r['size'], r['impl']): r for r in rows if 'times' in r}
+    out = []
+    for row in rows:
+        exact = by_key.get((row['size'], 'contracted'))
+        if row['impl'] in ('naive', 'contracted') or 'times' not in row or not exact:
+            continue
+        speed = statistics.median(exact['times']) / statistics.median(row['times'])
+        memory = row['peak_bytes'] / exact['peak_bytes'] if exact['peak_bytes'] > 0 else float('nan')
+        out.append(f'- {row["size"]}^2, {row["impl"]}: contracted/{row["impl"]} time = {speed:.2f}; '
+                   f'{row["impl"]}/contracted peak memory = {memory:.3f}.')
     return out
 
 
@@ -234,7 +281,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--sizes', type=int, nargs='+', default=[32, 64, 128], help='sides run by every impl')
     parser.add_argument('--ours-sizes', type=int, nargs='*', default=[256], help='sides run by contracted only')
-    parser.add_argument('--impls', nargs='+', choices=IMPLS, default=list(IMPLS))
+    parser.add_argument('--impls',
+                        nargs='+',
+                        type=impl_spec,
+                        default=list(IMPLS),
+                        help=f'any of {FIXED_IMPLS}, window<W>, pooled<M> (default: %(default)s)')
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--channels', type=int, default=48)
     parser.add_argument('--repeats', type=int, default=3)
@@ -247,9 +298,16 @@ def main():
                         help='skip naive cases estimated above this (default: 80%% of MemAvailable at start)')
     parser.add_argument('--naive-probe-batch', type=int, default=1, help='batch for a skipped naive case; 0: none')
     parser.add_argument('--out', help='append the section (command, date, versions, table) to this markdown file')
-    parser.add_argument('--child', choices=IMPLS, help=argparse.SUPPRESS)
+    parser.add_argument('--smoke',
+                        action='store_true',
+                        help='every kind of implementation at a toy size (16^2, batch 2, 8 channels, one run, one '
+                        'thread): checks that the script runs, the numbers mean nothing')
+    parser.add_argument('--child', type=impl_spec, help=argparse.SUPPRESS)
     parser.add_argument('--child-size', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.ours_sizes, args.impls = [16], [], SMOKE_IMPLS
+        args.batch, args.channels, args.repeats, args.threads = 2, 8, 1, 1
     if args.child:
         child(args.child, args.batch, args.channels, args.child_size, args.repeats, args.case_seconds, args.threads,
               args.chunk_size)
