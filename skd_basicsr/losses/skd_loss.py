@@ -93,6 +93,13 @@ def _check_spatial_attention(attention):
                          '(\'chunked\' forces the exact chunked computation that stands in for fused SDPA).')
 
 
+def _check_spatial_options(softmax, chunk_size, attention):
+    if softmax not in SPATIAL_SOFTMAX_READINGS:
+        raise ValueError(f'softmax={softmax!r} is not allowed: use one of {SPATIAL_SOFTMAX_READINGS}.')
+    _check_chunk_size(chunk_size)
+    _check_spatial_attention(attention)
+
+
 def _is_form_size(value):
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= 2
 
@@ -143,9 +150,9 @@ def _fused_attention_available(q, k, v):
         # the CPU flash kernel takes every floating dtype and head dimension once the last dim is contiguous
         return q.dtype.is_floating_point
     if q.device.type == 'cuda':
-        params = torch.backends.cuda.SDPAParams(q, k, v, None, 0.0, False, False)
-        return torch.backends.cuda.can_use_flash_attention(params) or torch.backends.cuda.can_use_efficient_attention(
-            params)
+        cuda = torch.backends.cuda
+        params = cuda.SDPAParams(q, k, v, None, 0.0, False, False)
+        return cuda.can_use_flash_attention(params) or cuda.can_use_efficient_attention(params)
     return True
 
 
@@ -279,13 +286,6 @@ def mca_spatial(s, t, temperature='auto', softmax='contracted', chunk_size=DEFAU
     tokens_t = t.reshape(b, c, h * w).transpose(1, 2).contiguous().unsqueeze(1)
     out = _contracted_attention(tokens_s, tokens_t, scale, attention, int(chunk_size))
     return out.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
-
-
-def _check_spatial_options(softmax, chunk_size, attention):
-    if softmax not in SPATIAL_SOFTMAX_READINGS:
-        raise ValueError(f'softmax={softmax!r} is not allowed: use one of {SPATIAL_SOFTMAX_READINGS}.')
-    _check_chunk_size(chunk_size)
-    _check_spatial_attention(attention)
 
 
 def _window_strips(size, window):
@@ -599,7 +599,8 @@ class SKDFeatureLoss(nn.Module):
         if window is not None:
             return mca_spatial_window(s, t, window, *spatial), t
         if tokens is not None:
-            return mca_spatial_pooled(s, t, tokens, *spatial), pool_tokens(t, tokens)
+            t_pooled = pool_tokens(t, tokens)
+            return mca_spatial(pool_tokens(s, tokens), t_pooled, *spatial), t_pooled
         return mca_spatial(s, t, *spatial), t
 
     def _reduce(self, per_sample, weight):
