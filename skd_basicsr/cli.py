@@ -22,23 +22,20 @@ USAGE = 'usage: basicsr {' + ','.join(COMMANDS) + '} ...'
 def run_pipeline(pipeline, prog, argv=None):
     """Run a BasicSR pipeline (which reads ``sys.argv``) with the current directory as root path.
 
-    Errors in the options (:class:`skd_basicsr.compat.OptionError`) end the process with a one-line message and
-    exit status 2 instead of a traceback, before anything is trained; a loss that became non-finite
-    (FloatingPointError) ends it with its message and status 1.
+    Errors are reported as by every subcommand (:func:`skd_basicsr.tools.guarded`): errors in the options end
+    the process with a one-line message and exit status 2, before anything is trained; a loss that became
+    non-finite with its message and status 1.
+
+    Returns:
+        int: The exit status.
     """
-    from skd_basicsr.compat import OptionError
+    from skd_basicsr.tools import guarded
 
     argv = sys.argv[1:] if argv is None else list(argv)
     saved = sys.argv
     sys.argv = [prog] + argv
     try:
-        pipeline(os.getcwd())
-    except OptionError as err:
-        print(f'{prog}: error: {err}', file=sys.stderr)
-        raise SystemExit(2)
-    except FloatingPointError as err:
-        print(f'{prog}: error: {err}', file=sys.stderr)
-        raise SystemExit(1)
+        return guarded(prog, pipeline, os.getcwd())
     finally:
         sys.argv = saved
 

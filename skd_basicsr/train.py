@@ -2,6 +2,8 @@
 
 The same as ``basicsr train``; this form is what ``torchrun -m`` needs.
 """
+import sys
+
 import skd_basicsr  # noqa: F401  (compat + registries)
 from basicsr.train import train_pipeline
 
@@ -9,8 +11,8 @@ from basicsr.train import train_pipeline
 def main(argv=None):
     """Train with BasicSR's own pipeline; experiments/ and tb_logger/ are created in the current directory."""
     from skd_basicsr.cli import run_pipeline
-    run_pipeline(train_pipeline, 'basicsr train', argv)
+    return run_pipeline(train_pipeline, 'basicsr train', argv)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

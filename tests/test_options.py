@@ -1,4 +1,6 @@
-"""Every shipped option file parses safely and builds: model, networks and datasets on tiny stand-in data."""
+"""Option parsing (safe YAML, --force_yml, BasicSR's parse_options), and every shipped option file builds: model,
+networks and datasets on tiny stand-in data."""
+import collections
 import glob
 import os
 from os import path as osp
@@ -10,13 +12,57 @@ import skd_basicsr  # noqa: F401
 from basicsr.data import build_dataset
 from basicsr.models import build_model
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
-from skd_basicsr.compat import parse_options
+from skd_basicsr import options
+from skd_basicsr.errors import OptionError
+from skd_basicsr.options import parse_options
 
 from helpers import save_teacher, write_images
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 OPTION_FILES = sorted(glob.glob(osp.join(REPO, 'options', '*.yml')) + glob.glob(osp.join(REPO, 'options', 'train',
                                                                                          '*.yml')))
+
+
+def test_yaml_object_tags_are_refused(tmp_path):
+    marker = tmp_path / 'pwned'
+    text = f'name: x\nrun: !!python/object/apply:os.system ["touch {marker}"]\n'
+    with pytest.raises(OptionError, match=r'line 2: .*python/object/apply:os.system.*nothing in the file'):
+        options.yaml_load(text, source='evil.yml')
+    assert not marker.exists()
+
+
+def test_yaml_keeps_order_and_plain_types():
+    opt = options.yaml_load('b: 1\na: {y: !!float 1e-4, x: [1, 2]}\nc: ~\n')
+    assert isinstance(opt, collections.OrderedDict) and list(opt) == ['b', 'a', 'c']
+    assert list(opt['a']) == ['y', 'x'] and opt['a']['y'] == 1e-4 and opt['c'] is None
+
+
+def test_basicsr_ordered_yaml_is_the_safe_loader():
+    from basicsr.utils.options import ordered_yaml
+    assert issubclass(ordered_yaml()[0], options.OrderedSafeLoader)
+
+
+@pytest.mark.parametrize('text, value', [('0.999', 0.999), ('7', 7), ('~', None), ('None', None), ('true', True),
+                                         ('False', False), ('!!float 2e-4', 2e-4), ('[1, 2]', [1, 2]),
+                                         ('abc', 'abc'), ('a:b', 'a:b')])
+def test_force_yml_values_like_basicsr(text, value):
+    assert options.parse_force_yml_value(text) == value
+
+
+def test_force_yml_sets_nested_keys_without_exec(tmp_path):
+    opt = {'train': {'ema_decay': 0, 'optim_g': {'lr': 1}}, 'name': 'a'}
+    options.apply_force_yml(opt, ['train:ema_decay=0.999', 'train:optim_g:lr=!!float 1e-3', 'name=b'])
+    assert opt == {'train': {'ema_decay': 0.999, 'optim_g': {'lr': 1e-3}}, 'name': 'b'}
+
+    marker = tmp_path / 'pwned'
+    # what BasicSR would exec is only a strange key and value here
+    evil = f'name"]=0;import os;os.system("touch {marker}");x=opt["a'
+    options.apply_force_yml(opt, [evil])
+    assert not marker.exists() and opt['name"]'] == f'0;import os;os.system("touch {marker}");x=opt["a'
+    with pytest.raises(OptionError, match=r"no key 'val'.*keys there are: train, name"):
+        options.apply_force_yml(opt, ['val:val_freq=3'])
+    with pytest.raises(OptionError, match='expected key:subkey=value'):
+        options.apply_force_yml(opt, ['train:ema_decay'])
 
 
 @pytest.fixture(scope='module')

@@ -1,4 +1,5 @@
-"""Runs that die and come back, and runs on two processes: SKD through torchrun and a SIGKILL mid-training."""
+"""Runs that die and come back, and runs on two processes: SKD through torchrun, a SIGKILL mid-training and one
+mid-save."""
 import os
 import shutil
 import signal
@@ -10,7 +11,7 @@ from os import path as osp
 import pytest
 import torch
 
-from helpers import save_teacher, skd_options, tiny_restormer, write_noisy_pairs, write_options
+from helpers import ridnet_options, save_teacher, skd_options, tiny_restormer, write_noisy_pairs, write_options
 
 TESTS = osp.dirname(osp.abspath(__file__))
 
@@ -27,6 +28,34 @@ def cli(*args):
 
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
+
+# `basicsr` whose save of iteration 4's training state writes half its bytes, then stalls until it is killed
+SLOW_SAVE = '''
+import io
+import os
+import sys
+import time
+
+import torch
+
+save = torch.save
+
+
+def half_then_stall(obj, path, *args, **kwargs):
+    if not os.path.basename(str(path)).startswith('4.state.tmp'):
+        return save(obj, path, *args, **kwargs)
+    buffer = io.BytesIO()
+    save(obj, buffer)
+    with open(path, 'wb') as f:
+        f.write(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+    time.sleep(600)
+
+
+torch.save = half_then_stall
+from skd_basicsr.cli import main  # noqa: E402
+
+sys.exit(main())
+'''
 
 
 @pytest.mark.slow
@@ -54,6 +83,39 @@ def test_sigkill_mid_training_then_auto_resume_runs_to_the_end(tmp_path):
     assert 'Resuming training from epoch: ' in log and f'iter: {saved[-1]}.' in log
     assert f'iter:{saved[-1] + 1:8,d}' in log and 'iter:      60' in log
     assert (tmp_path / 'experiments' / 'killed' / 'models' / 'net_g_60.pth').is_file()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_save_leaves_no_truncated_state_and_the_next_start_cleans_up(tmp_path):
+    gt, lq = write_noisy_pairs(str(tmp_path / 'data'))
+    write_options(tmp_path / 'saving.yml', ridnet_options('saving', gt, lq, total_iter=6, checkpoint_freq=2))
+    (tmp_path / 'slow_save.py').write_text(SLOW_SAVE)
+    exp = tmp_path / 'experiments' / 'saving'
+    states = exp / 'training_states'
+    proc = subprocess.Popen([sys.executable, 'slow_save.py', 'train', '-opt', 'saving.yml'], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    temporary = []
+    while time.time() < deadline and proc.poll() is None and not temporary:
+        temporary = [f for f in os.listdir(states) if f.startswith('4.state.tmp')] if states.is_dir() else []
+        time.sleep(0.05)
+    time.sleep(0.5)  # well inside the stalled write
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert temporary, 'the run never started the save of iteration 4'
+    assert sorted(os.listdir(states)) == ['2.state'] + temporary  # the half-written state never got its name
+    torch.load(states / '2.state', weights_only=True)
+
+    resumed = subprocess.run(cli('train', '-opt', 'saving.yml', '--auto_resume'), cwd=tmp_path, env=ENV,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stdout + resumed.stderr
+    assert 'Removed 1 temporary file(s) of a save that was interrupted' in log
+    assert 'Resuming training from epoch: ' in log and 'iter: 2.' in log and 'iter:       6' in log
+    assert sorted(os.listdir(states)) == ['2.state', '4.state', '6.state']
+    assert not [f for f in os.listdir(exp / 'models') if '.tmp' in f]
+    for f in os.listdir(states):
+        torch.load(states / f, weights_only=True)
 
 
 @pytest.mark.slow

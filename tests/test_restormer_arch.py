@@ -41,7 +41,7 @@ def test_built_through_basicsr_registry():
     assert isinstance(net, Restormer) and net.encoder_level1[0].attn.qkv.in_channels == 8
 
 
-@pytest.mark.parametrize('size', [(21, 30), (16, 13), (8, 8)])
+@pytest.mark.parametrize('size', [(21, 30), (16, 13), (8, 13)])
 def test_any_input_size_pads_and_crops_back(size):
     torch.manual_seed(0)
     net = Restormer(**{k: v for k, v in tiny_restormer(8).items() if k != 'type'}).eval()
@@ -49,8 +49,7 @@ def test_any_input_size_pads_and_crops_back(size):
     with torch.no_grad():
         out = net(x)
         h, w = size
-        padded = F.pad(x, (0, (-w) % 8, 0, (-h) % 8), mode='reflect') if (h % 8 or w % 8) else x
-        expected = net(padded)[..., :h, :w]
+        expected = net(F.pad(x, (0, (-w) % 8, 0, (-h) % 8), mode='reflect'))[..., :h, :w]
     assert out.shape == x.shape
     assert torch.allclose(out, expected, atol=1e-6)
 

@@ -1,18 +1,20 @@
-"""The training extensions of skd_basicsr/models/training_ext.py, on a real BasicSR SRModel with tiny BasicSR nets."""
+"""Optimizers, schedulers, clipping and progressive patches (skd_basicsr/models/optim.py, lr_scheduler.py,
+progressive.py), on a real BasicSR SRModel with tiny BasicSR nets."""
 import logging
 import math
 
 import pytest
 import torch
 
-import skd_basicsr  # noqa: F401  (compat, registries, training_ext.install())
+import skd_basicsr  # noqa: F401  (patches, registries)
 from basicsr.models import build_model
 from basicsr.models.base_model import BaseModel
 from basicsr.models.lr_scheduler import CosineAnnealingRestartLR, MultiStepRestartLR
 from basicsr.models.sr_model import SRModel
-from skd_basicsr.compat import OptionError
-from skd_basicsr.models import training_ext
-from skd_basicsr.models.training_ext import CosineAnnealingRestartCyclicLR, cyclic_cosine_lr
+from skd_basicsr.errors import OptionError
+from skd_basicsr.models.lr_scheduler import CosineAnnealingRestartCyclicLR, cyclic_cosine_lr
+from skd_basicsr.models.optim import grad_clip_norm
+from skd_basicsr.models.progressive import ProgressivePatches
 
 RECIPE_SCHEDULER = {'type': 'CosineAnnealingRestartCyclicLR', 'periods': [92000, 208000], 'restart_weights': [1, 1],
                     'eta_mins': [3e-4, 1e-6]}
@@ -21,7 +23,7 @@ RECIPE_SCHEDULER = {'type': 'CosineAnnealingRestartCyclicLR', 'periods': [92000,
 def make_opt(tmp_path, scale=1, gt_size=32, batch=4, **train):
     """Options of an SRModel as BasicSR's pipeline hands them to build_model, with Restormer's optimizer."""
     opt = {
-        'name': 'training_ext', 'model_type': 'SRModel', 'is_train': True, 'num_gpu': 0, 'dist': False, 'scale': scale,
+        'name': 'training', 'model_type': 'SRModel', 'is_train': True, 'num_gpu': 0, 'dist': False, 'scale': scale,
         'network_g': ({'type': 'RIDNet', 'in_channels': 3, 'mid_channels': 16, 'out_channels': 3, 'num_block': 1}
                       if scale == 1 else
                       {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1,
@@ -185,15 +187,15 @@ def test_no_grad_clip_without_the_option(tmp_path, train):
 
 
 def test_grad_clip_options():
-    assert training_ext.grad_clip_norm({'use_grad_clip': True}) == 0.01  # Restormer's value behind the same switch
-    assert training_ext.grad_clip_norm({'use_grad_clip': True, 'grad_clip_norm': 1}) == 1.0
-    assert training_ext.grad_clip_norm({}) is None
+    assert grad_clip_norm({'use_grad_clip': True}) == 0.01  # Restormer's value behind the same switch
+    assert grad_clip_norm({'use_grad_clip': True, 'grad_clip_norm': 1}) == 1.0
+    assert grad_clip_norm({}) is None
     with pytest.raises(OptionError, match=r'train\.grad_clip_norm is 0\.1 but train\.use_grad_clip is not set'):
-        training_ext.grad_clip_norm({'grad_clip_norm': 0.1})
+        grad_clip_norm({'grad_clip_norm': 0.1})
     with pytest.raises(OptionError, match=r'train\.grad_clip_norm must be a positive number, got -1'):
-        training_ext.grad_clip_norm({'use_grad_clip': True, 'grad_clip_norm': -1})
+        grad_clip_norm({'use_grad_clip': True, 'grad_clip_norm': -1})
     with pytest.raises(OptionError, match=r"train\.use_grad_clip must be true or false, got 'yes'"):
-        training_ext.grad_clip_norm({'use_grad_clip': 'yes'})
+        grad_clip_norm({'use_grad_clip': 'yes'})
 
 
 def test_grad_clip_options_checked_when_the_model_is_built(tmp_path):
@@ -241,7 +243,7 @@ def test_progressive_crops_at_the_stage_boundaries(tmp_path, progress_log):
 
 
 def test_progressive_crop_location_is_random_and_shared():
-    schedule = training_ext.ProgressivePatches([1], [8], [2])
+    schedule = ProgressivePatches([1], [8], [2])
     lq = encoded_batch(2, 32)
     corners = set()
     for _ in range(20):
@@ -328,12 +330,3 @@ def test_progressive_sizes_must_be_multiples_of_the_scale(tmp_path):
     opt = make_opt(tmp_path, scale=2, progressive={'iters': [1, 1], 'gt_sizes': [15, 32], 'mini_batch_sizes': [1, 1]})
     with pytest.raises(OptionError, match=r'train\.progressive\.gt_sizes \[15\] are not multiples of scale \(2\)'):
         build_model(opt)
-
-
-def test_install_is_idempotent():
-    init = BaseModel.__init__
-    training_ext.install()
-    training_ext.install()
-    assert BaseModel.__init__ is init and not hasattr(init.__wrapped__, 'skd_training_ext')
-    assert BaseModel.get_optimizer is training_ext.get_optimizer
-    assert BaseModel.setup_schedulers is training_ext.setup_schedulers

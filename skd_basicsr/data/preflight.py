@@ -1,9 +1,10 @@
 """Dataset checks that run before training starts, for every BasicSR dataset type.
 
 BasicSR finds a wrong ``dataroot`` or a damaged LMDB only when a worker first reads from it, often as an
-``AssertionError`` or ``'NoneType' object has no attribute`` deep in a data-loader worker. :func:`install` wraps the
-``build_dataset`` that BasicSR's train and test pipelines call: the dataset's folders must exist, an LMDB must
-have its meta_info.txt and its first key must open and decode, and an image that fails to decode names its file.
+``AssertionError`` or ``'NoneType' object has no attribute`` deep in a data-loader worker. :func:`checked` wraps
+the ``build_dataset`` that BasicSR's train and test pipelines call: the dataset's folders must exist, an LMDB must
+have its meta_info.txt and its first key must open and decode; :func:`naming_files` makes an image that fails to
+decode name its file. :mod:`skd_basicsr.patches` installs both.
 """
 import functools
 from os import path as osp
@@ -11,7 +12,7 @@ from os import path as osp
 import cv2
 import numpy as np
 
-from skd_basicsr.compat import OptionError
+from skd_basicsr.errors import OptionError
 
 DATAROOT_KEYS = ('dataroot_gt', 'dataroot_lq')
 
@@ -57,22 +58,19 @@ def check_lmdb(root, where):
         env.close()
 
 
-def name_undecodable_images(dataset_cls):
-    """Make ``dataset_cls[i]`` name the file(s) of sample i when reading it fails (BasicSR's paired datasets)."""
-    original = dataset_cls.__getitem__
-    if getattr(original, '_names_files', False):
-        return
+def naming_files(getitem):
+    """A dataset's ``__getitem__`` that names the file(s) of sample i when reading it fails (BasicSR's paired
+    datasets)."""
 
-    @functools.wraps(original)
-    def getitem(self, index):
+    @functools.wraps(getitem)
+    def named(self, index):
         try:
-            return original(self, index)
+            return getitem(self, index)
         except (AttributeError, TypeError, cv2.error) as err:
             paths = self.paths[index] if hasattr(self, 'paths') else index
             raise ValueError(f'{type(self).__name__}: cannot read sample {index} {paths}: {err}') from err
 
-    getitem._names_files = True
-    dataset_cls.__getitem__ = getitem
+    return named
 
 
 def checked(build_dataset):
@@ -85,14 +83,3 @@ def checked(build_dataset):
 
     return build
 
-
-def install():
-    import basicsr.test as bsr_test
-    import basicsr.train as bsr_train
-    from basicsr.data.paired_image_dataset import PairedImageDataset
-
-    if not getattr(bsr_train.build_dataset, '__wrapped__', None):
-        bsr_train.build_dataset = checked(bsr_train.build_dataset)
-    if not getattr(bsr_test.build_dataset, '__wrapped__', None):
-        bsr_test.build_dataset = checked(bsr_test.build_dataset)
-    name_undecodable_images(PairedImageDataset)

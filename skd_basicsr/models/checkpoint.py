@@ -1,23 +1,31 @@
-"""Checkpoints that cannot be half-written, never hold NaN, and load without unpickling code; for every model.
+"""Checkpoints: written whole and finite, read without unpickling code, found and resumed; for every model.
 
 BasicSR 1.4.2 writes ``net_*.pth`` and ``<iter>.state`` in place (a kill during the write leaves a truncated file
-that ``--auto_resume`` then picks up) and loads networks with a plain ``torch.load``. :func:`install` replaces
-``BaseModel.save_network``, ``save_training_state`` and ``load_network`` with versions that keep BasicSR's file
-format, names and ``param_key`` behaviour but write to a temporary file and rename it, refuse to write non-finite
-weights, and read with ``weights_only=True``. Models that need more in their training state (SKDModel's adapters)
-extend :meth:`get_training_state`.
+that ``--auto_resume`` then picks up) and loads networks and states with a plain ``torch.load``. The functions here
+keep BasicSR's file format, names and ``param_key`` behaviour but write to a temporary file and rename it
+(:func:`atomic_torch_save`), refuse to write non-finite weights, and read with ``weights_only=True``
+(:func:`safe_torch_load`). A kill during a save can leave only a ``*.tmp<pid>`` file, which the next start removes
+(:func:`remove_orphaned_temporaries`). :mod:`skd_basicsr.patches` puts ``save_network``, ``get_training_state``,
+``save_training_state`` and ``load_network`` on BasicSR's ``BaseModel`` and :func:`load_resume_state` in its train
+pipeline. Models that need more in their training state (SKDModel's adapters) extend :meth:`get_training_state`.
 """
+import collections
 import os
+import re
 from os import path as osp
 
 import torch
-from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 
-from skd_basicsr.compat import OptionError, safe_torch_load
+from skd_basicsr.errors import OptionError
+
+TEMPORARY_SUFFIX = re.compile(r'\.(pth|state)\.tmp\d+$')
 
 
+# --------------------------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------------------------
 def atomic_torch_save(obj, path):
     """``torch.save`` to a temporary file in the same folder, then rename: a kill never leaves half a file."""
     tmp = f'{path}.tmp{os.getpid()}'
@@ -37,6 +45,10 @@ def check_finite(state_dict, what):
         raise FloatingPointError(f'Not writing {what}: {len(bad)} tensor(s) hold NaN or infinity, first {bad[:3]}.')
 
 
+def _strip_ddp_prefix(state_dict):
+    return collections.OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state_dict.items())
+
+
 @master_only
 def save_network(self, net, net_label, current_iter, param_key='params'):
     """BasicSR's ``save_network`` (same file, same keys), written atomically and only with finite weights."""
@@ -48,8 +60,7 @@ def save_network(self, net, net_label, current_iter, param_key='params'):
         raise ValueError(f'{len(nets)} networks but {len(keys)} param keys.')
     save_dict = {}
     for net_, key in zip(nets, keys):
-        state = {k[7:] if k.startswith('module.') else k: v.cpu()
-                 for k, v in self.get_bare_model(net_).state_dict().items()}
+        state = {k: v.cpu() for k, v in _strip_ddp_prefix(self.get_bare_model(net_).state_dict()).items()}
         check_finite(state, save_path)
         save_dict[key] = state
     atomic_torch_save(save_dict, save_path)
@@ -70,27 +81,164 @@ def save_training_state(self, epoch, current_iter):
                       osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
 
-def load_network(self, net, load_path, strict=True, param_key='params'):
-    """BasicSR's ``load_network`` (``params_ema`` falls back to ``params``; ``module.`` prefixes dropped), reading
-    with ``weights_only=True`` and saying what the file has when ``param_key`` is missing."""
-    state = safe_torch_load(load_path)
+# --------------------------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------------------------
+def safe_torch_load(path, map_location='cpu'):
+    """``torch.load(weights_only=True)`` with BasicSR's training-state types allowed, and a clear refusal otherwise.
+
+    Raises:
+        OptionError: When the file does not exist or needs more than plain tensors and containers to load.
+    """
+    if not osp.isfile(path):
+        raise OptionError(f'{path}: no such file.')
+    try:
+        # MultiStepRestartLR keeps its milestones in a Counter
+        with torch.serialization.safe_globals([collections.Counter, collections.OrderedDict]):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
+        raise OptionError(f'{path} cannot be loaded as weights only (plain tensors and containers): '
+                          f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}. Files that need '
+                          'code to be unpickled are refused; re-save it as a state_dict.') from None
+
+
+def read_weights(path, param_key='params', fallback_key=None, key_option='param key'):
+    """The state_dict a weights file keeps under ``param_key``, read weights-only, DDP's ``module.`` dropped.
+
+    The one way network weights are read here: students through :func:`load_network`, the teacher through
+    :meth:`SKDModel.build_teacher`.
+
+    Args:
+        path (str): The weights file.
+        param_key (str | None): Key of the state_dict in the file; None when the file is the state_dict.
+            Default: 'params'.
+        fallback_key (str | None): Key used instead when ``param_key`` is missing (BasicSR falls back from
+            ``params_ema`` to ``params``). Default: None.
+        key_option (str): How error messages name ``param_key`` (the option it came from). Default: 'param key'.
+
+    Returns:
+        OrderedDict: The state_dict.
+
+    Raises:
+        OptionError: A missing or unreadable file, or no ``param_key`` in it.
+    """
+    state = safe_torch_load(path)
     if param_key is not None:
-        if param_key not in state and 'params' in state:
-            get_root_logger().info(f'Loading: {param_key} does not exist in {load_path}, use params.')
-            param_key = 'params'
-        if param_key not in state:
-            raise OptionError(f'{load_path}: no param key {param_key!r}; the file has {list(state)[:10]}.')
+        if fallback_key and isinstance(state, dict) and param_key not in state and fallback_key in state:
+            get_root_logger().info(f'Loading: {param_key} does not exist in {path}, use {fallback_key}.')
+            param_key = fallback_key
+        if not isinstance(state, dict) or param_key not in state:
+            keys = list(state)[:10] if isinstance(state, dict) else type(state).__name__
+            raise OptionError(f'{path}: no {key_option} {param_key!r} in the file; it has {keys} (a key of ~ reads a '
+                              'bare state_dict).')
         state = state[param_key]
-    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
+    return _strip_ddp_prefix(state)
+
+
+def check_fit(net, state, strict, where, strict_option='strict'):
+    """Raise :class:`OptionError` when ``state`` does not fit ``net``: any shape mismatch, and with ``strict`` any
+    missing or unexpected key. ``where`` (e.g. 'path.pretrain_network_t FILE does not fit network_t') opens the
+    message; ``strict_option`` names the option that asked for a strict load."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f'{k}: file {tuple(state[k].shape)}, network {tuple(own[k].shape)}' for k in own
+             if k in state and state[k].shape != own[k].shape]
+    if wrong:
+        raise OptionError(f'{where}: {len(wrong)} shape mismatch(es), first: {wrong[:3]}. Check the network options '
+                          'against the config the weights were trained with.')
+    if strict and (missing or unexpected):
+        raise OptionError(f'{where} ({strict_option}): {len(missing)} missing key(s) {missing[:5]}, {len(unexpected)} '
+                          f'unexpected key(s) {unexpected[:5]}.')
+
+
+def load_network(self, net, load_path, strict=True, param_key='params'):
+    """BasicSR's ``load_network`` (``params_ema`` falls back to ``params``; ``module.`` prefixes dropped; keys that
+    differ logged), reading through :func:`read_weights`."""
+    state = read_weights(load_path, param_key, fallback_key='params')
     net = self.get_bare_model(net)
     get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
     self._print_different_keys_loading(net, state, strict)
     net.load_state_dict(state, strict=strict)
 
 
-def install():
-    """Put these on BasicSR's BaseModel, so every model (SRModel, SKDModel, BasicSR's others) uses them."""
-    BaseModel.save_network = save_network
-    BaseModel.get_training_state = get_training_state
-    BaseModel.save_training_state = save_training_state
-    BaseModel.load_network = load_network
+# --------------------------------------------------------------------------------------------------------------
+# resuming
+# --------------------------------------------------------------------------------------------------------------
+def state_folders(opt):
+    """The experiment's models and training_states folders, as BasicSR names them."""
+    states = opt['path'].get('training_states') or osp.join('experiments', opt['name'], 'training_states')
+    models = opt['path'].get('models') or osp.join('experiments', opt['name'], 'models')
+    return models, states
+
+
+def latest_training_state(opt):
+    """Path of the newest ``<iter>.state`` under the experiment's training_states folder, or None."""
+    state_dir = state_folders(opt)[1]
+    if not osp.isdir(state_dir):
+        return None
+    iters = [int(f[:-len('.state')]) for f in os.listdir(state_dir) if f.endswith('.state') and f[:-6].isdigit()]
+    return osp.join(state_dir, f'{max(iters)}.state') if iters else None
+
+
+def remove_orphaned_temporaries(opt):
+    """Delete the ``*.pth.tmp<pid>`` and ``*.state.tmp<pid>`` files a kill during a save left behind.
+
+    Called at start-up, before any save of this run, by the master process only.
+
+    Returns:
+        list[str]: The files removed.
+    """
+    if opt.get('rank', 0) != 0:
+        return []
+    removed = []
+    for folder in state_folders(opt):
+        if not osp.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            if TEMPORARY_SUFFIX.search(name):
+                os.remove(osp.join(folder, name))
+                removed.append(osp.join(folder, name))
+    if removed:
+        # print, as BasicSR's check_resume does: the root logger must not be set up before train_pipeline does it
+        print(f'Removed {len(removed)} temporary file(s) of a save that was interrupted: {", ".join(removed)}',
+              flush=True)
+    return removed
+
+
+def load_resume_state(opt, frozen_networks=()):
+    """``basicsr.train.load_resume_state``: find the state, load it weights-only, point the networks at its iteration.
+
+    Differences from BasicSR's: ``--auto_resume`` picks the newest complete ``<iter>.state`` (temporaries of an
+    interrupted save are removed first), the state loads on the CPU when training without GPUs, and the networks
+    in ``frozen_networks`` (never trained, so never saved) keep their configured weights and param key.
+
+    Args:
+        opt (dict): Options; ``opt['path']`` is updated as BasicSR's ``check_resume`` does.
+        frozen_networks (list[str]): Option names of networks that resuming must not touch. Default: ().
+
+    Returns:
+        dict | None: The training state, or None for a fresh start.
+    """
+    from basicsr.utils.misc import check_resume
+
+    from skd_basicsr.compat import resume_device
+
+    remove_orphaned_temporaries(opt)
+    if opt['auto_resume']:
+        path = latest_training_state(opt)
+        if path is not None:
+            opt['path']['resume_state'] = path
+    path = opt['path'].get('resume_state')
+    if not path:
+        return None
+    resume_state = safe_torch_load(path, map_location=resume_device(opt))
+
+    frozen = [n for n in frozen_networks if n in opt]
+    kept = {k: opt['path'][k] for n in frozen for k in (f'pretrain_{n}', f'param_key_{n[len("network_"):]}')
+            if k in opt['path']}
+    ignore = list(opt['path'].get('ignore_resume_networks') or [])
+    opt['path']['ignore_resume_networks'] = ignore + [n for n in frozen if n not in ignore]
+    check_resume(opt, resume_state['iter'])
+    opt['path'].update(kept)
+    return resume_state

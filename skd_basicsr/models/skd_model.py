@@ -13,8 +13,10 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
 
 from skd_basicsr.archs import input_channels
-from skd_basicsr.compat import OptionError, latest_training_state, safe_torch_load
 from skd_basicsr.distill import FeatureAdapters, FeatureTaps
+from skd_basicsr.errors import OptionError
+from skd_basicsr.losses.feature_space import TeacherFeatureSpace
+from skd_basicsr.models import checkpoint
 
 DISTILL_KEYS = ('features', 'adapter')
 FEATURE_PAIR_KEYS = ('student', 'teacher')
@@ -37,7 +39,14 @@ class SKDModel(SRModel):
     ``strict_load_t``); it stays frozen in eval mode, runs under inference mode, is never in the optimizer, never
     wrapped in DDP and never saved. Features are tapped by module name (``distill.features``); 1x1 adapters map
     student channels to the teacher's where they differ and are trained, saved in the training states and resumed
-    with the student, but never written to ``net_g_*.pth``.
+    with the student, but never written to ``net_g_*.pth``. With ``contrast_opt.feature_space: teacher`` the model
+    builds the teacher feature space of L_CL (:class:`TeacherFeatureSpace`) and gives it to the loss; the teacher's
+    one forward on the input records the negative's features with the distilled ones.
+
+    Resuming (``--auto_resume`` or ``path.resume_state``) points every ``network_<x>`` at the checkpoint saved at
+    the resumed iteration, as BasicSR does, except the networks listed in ``frozen_networks`` (top-level option,
+    by default ``[network_t]``): they are never trained, so never saved, and keep their configured weights and
+    ``param_key`` (see :func:`load_resume_state`).
     """
 
     def init_training_settings(self):
@@ -49,14 +58,13 @@ class SKDModel(SRModel):
         train_opt = self.opt['train']
         self.cri_feat = build_loss_checked(train_opt, 'feature_opt', self.device)
         self.cri_output = build_loss_checked(train_opt, 'output_opt', self.device)
-        self.cri_contrast = build_loss_checked(train_opt, 'contrast_opt', self.device)
+        self.contrast_space = self.build_contrast_space(train_opt.get('contrast_opt'))
+        given = {'feature_space': self.contrast_space} if self.contrast_space else {}
+        self.cri_contrast = build_loss_checked(train_opt, 'contrast_opt', self.device, **given)
         self.skip_nonfinite = bool(train_opt.get('skip_nonfinite', False))
-        contrast_layers = []
-        if self.cri_contrast is not None and self.cri_contrast.feature_space == 'teacher':
-            contrast_layers = self.cri_contrast.layers
-        self.taps_t = FeatureTaps(self.net_t, [p['teacher'] for p in self.pairs] + contrast_layers, 'network_t')
-        if contrast_layers:
-            self.cri_contrast.bind_feature_extractor(lambda img: self.taps_t.capture(self.net_t, img, contrast_layers))
+        teacher_layers = [p['teacher'] for p in self.pairs]
+        self.taps_t = FeatureTaps(self.net_t, teacher_layers + (self.contrast_space.layers if given else []),
+                                  'network_t')
 
         self.adapters = self.model_to_device_if_trainable(self.build_adapters())
         super().init_training_settings()
@@ -73,12 +81,25 @@ class SKDModel(SRModel):
             raise OptionError('SKDModel needs `path: pretrain_network_t:` (the trained teacher weights); distilling '
                               'from an untrained teacher teaches nothing.')
         net_t = build_network(deepcopy(self.opt['network_t'])).to(self.device)
-        load_teacher_weights(net_t, path, self.opt['path'].get('param_key_t', 'params'),
-                             self.opt['path'].get('strict_load_t', True))
+        strict = self.opt['path'].get('strict_load_t', True)
+        state = checkpoint.read_weights(path, self.opt['path'].get('param_key_t', 'params'), key_option='param_key_t')
+        checkpoint.check_fit(net_t, state, strict, f'path.pretrain_network_t {path} does not fit network_t',
+                             'strict_load_t')
+        net_t.load_state_dict(state, strict=strict)
         net_t.eval()
         net_t.requires_grad_(False)
         self.print_network(net_t)
         return net_t
+
+    def build_contrast_space(self, contrast_opt):
+        """The teacher feature space of L_CL for ``feature_space: teacher``, else None (the loss builds its own)."""
+        if not contrast_opt or contrast_opt.get('feature_space') != 'teacher':
+            return None
+        try:
+            return TeacherFeatureSpace(lambda img, layers: self.taps_t.capture(self.net_t, img, layers),
+                                       contrast_opt.get('layer_weights'))
+        except ValueError as err:
+            raise OptionError(f'train.contrast_opt: {err}') from None
 
     def build_adapters(self):
         """Discover feature shapes with one dummy forward of both nets, check them, and build the adapters."""
@@ -136,37 +157,9 @@ class SKDModel(SRModel):
         with torch.inference_mode(), self.taps_t.recording() as feats_t:
             self.output_t = self.net_t(self.lq)
 
-        l_total = 0
-        loss_dict = OrderedDict()
-        if self.cri_pix:
-            l_pix = self.cri_pix(self.output, self.gt)
-            l_total += l_pix
-            loss_dict['l_pix'] = l_pix
-        if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
-            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
-                if value is not None:
-                    l_total += value
-                    loss_dict[name] = value
-        if self.cri_feat:
-            student = self.adapters([feats_s[p['student']] for p in self.pairs])
-            l_gk, parts = self.cri_feat(student, [feats_t[p['teacher']] for p in self.pairs])
-            l_total += l_gk
-            loss_dict['l_gk'] = l_gk
-            loss_dict.update(parts)
-        if self.cri_output:
-            l_kd = self.cri_output(self.output, self.output_t)
-            l_total += l_kd
-            loss_dict['l_kd'] = l_kd
-        if self.cri_contrast:
-            negative_feats = None
-            if self.cri_contrast.feature_space == 'teacher':
-                negative_feats = {layer: feats_t[layer] for layer in self.cri_contrast.layers}
-            positives = self.cri_contrast.positives(self.output_t, self.gt)
-            l_cl = self.cri_contrast(self.output, positives, self.lq, negative_feats=negative_feats)
-            l_total += l_cl
-            loss_dict['l_cl'] = l_cl
-
+        terms = self.loss_terms(feats_s, feats_t)
+        l_total = sum(value for _, value, summed in terms if summed)
+        loss_dict = OrderedDict((name, value) for name, value, _ in terms)
         if not torch.isfinite(l_total):
             self.log_dict = self.reduce_loss_dict(loss_dict)
             self.handle_nonfinite(current_iter, loss_dict)
@@ -177,6 +170,29 @@ class SKDModel(SRModel):
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
+    def loss_terms(self, feats_s, feats_t):
+        """Every logged loss value in log order, as (name, value, summed into the total).
+
+        SRModel's pixel and perceptual terms, then L_GK (summed) and its parts (logged only), output KD and L_CL.
+        """
+        terms = []
+        if self.cri_pix:
+            terms.append(('l_pix', self.cri_pix(self.output, self.gt), True))
+        if self.cri_perceptual:
+            percep_style = zip(('l_percep', 'l_style'), self.cri_perceptual(self.output, self.gt))
+            terms += [(name, value, True) for name, value in percep_style if value is not None]
+        if self.cri_feat:
+            student = self.adapters([feats_s[p['student']] for p in self.pairs])
+            l_gk, parts = self.cri_feat(student, [feats_t[p['teacher']] for p in self.pairs])
+            terms += [('l_gk', l_gk, True)] + [(name, value, False) for name, value in parts.items()]
+        if self.cri_output:
+            terms.append(('l_kd', self.cri_output(self.output, self.output_t), True))
+        if self.cri_contrast:
+            negative_feats = self.contrast_space.recorded(feats_t) if self.contrast_space else None
+            terms.append(('l_cl', self.cri_contrast(self.output, self.output_t, self.lq, gt=getattr(self, 'gt', None),
+                                                    negative_feats=negative_feats), True))
+        return terms
+
     def handle_nonfinite(self, current_iter, loss_dict):
         """Skip the step (``train.skip_nonfinite: true``) or stop, naming the term and the last good checkpoint."""
         bad = [name for name, value in loss_dict.items() if not torch.isfinite(value).all()]
@@ -185,7 +201,7 @@ class SKDModel(SRModel):
             get_root_logger().warning(f'iter {current_iter}: non-finite {", ".join(bad)}; step skipped '
                                       '(train.skip_nonfinite).')
             return
-        last = latest_training_state(self.opt)
+        last = checkpoint.latest_training_state(self.opt)
         raise FloatingPointError(
             f'iter {current_iter}: the loss term(s) {", ".join(bad)} became non-finite; training stopped before '
             f'the step, so no weight was touched. Last good checkpoint: {last or "none yet"}. Lower the learning '
@@ -263,8 +279,11 @@ def parse_distill_options(distill_opt, feature_opt=None):
     return {'features': pairs, 'adapter': adapter}
 
 
-def build_loss_checked(train_opt, key, device):
-    """``build_loss(train_opt[key])`` (None when absent), with a misspelt option named instead of a TypeError."""
+def build_loss_checked(train_opt, key, device, **given):
+    """``build_loss(train_opt[key])`` (None when absent), with a misspelt option named instead of a TypeError.
+
+    ``given`` replaces options with objects the model built (``feature_space`` of L_CL).
+    """
     loss_opt = train_opt.get(key)
     if not loss_opt:
         return None
@@ -280,35 +299,19 @@ def build_loss_checked(train_opt, key, device):
         hints = ', '.join(f'{n!r} (did you mean {c[0]!r}?)' if c else repr(n) for n, c in close.items())
         raise OptionError(f'train.{key}: unknown option(s) {hints} for {loss_type}; its options are {known}.')
     try:
-        return build_loss(loss_opt).to(device)
+        return build_loss(dict(loss_opt, **given)).to(device)
     except (ValueError, FileNotFoundError) as err:
         raise OptionError(f'train.{key}: {err}') from None
 
 
-def load_teacher_weights(net, path, param_key='params', strict=True):
-    """Load teacher weights without unpickling code, with errors that say what is wrong and what the file has.
+def load_resume_state(opt):
+    """BasicSR's ``load_resume_state`` (:func:`skd_basicsr.models.checkpoint.load_resume_state`) with SKD's rule:
+    the networks in ``opt['frozen_networks']``, by default the teacher ``network_t``, keep their weights.
 
-    Raises:
-        OptionError: Missing or unreadable file, ``param_key`` not in the file, strict-load mismatch.
+    Args:
+        opt (dict): Options, updated as BasicSR's ``check_resume`` does.
+
+    Returns:
+        dict | None: The training state, or None for a fresh start.
     """
-    state = safe_torch_load(path)
-    if param_key is not None:
-        if not isinstance(state, dict) or param_key not in state:
-            keys = list(state)[:10] if isinstance(state, dict) else type(state).__name__
-            raise OptionError(f'path.pretrain_network_t {path}: no param_key_t {param_key!r} in the file; it has '
-                              f'{keys}. Set `param_key_t` to one of them (~ for a bare state_dict).')
-        state = state[param_key]
-    state = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items())
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f'{k}: file {tuple(state[k].shape)}, network {tuple(own[k].shape)}' for k in own
-             if k in state and state[k].shape != own[k].shape]
-    if wrong:
-        raise OptionError(f'path.pretrain_network_t {path} does not fit network_t: {len(wrong)} shape mismatch(es), '
-                          f'first: {wrong[:3]}. Check network_t against the config the teacher was trained with.')
-    if strict and (missing or unexpected):
-        raise OptionError(f'path.pretrain_network_t {path} does not fit network_t (strict_load_t): '
-                          f'{len(missing)} missing key(s) {missing[:5]}, {len(unexpected)} unexpected key(s) '
-                          f'{unexpected[:5]}.')
-    net.load_state_dict(state, strict=strict)
+    return checkpoint.load_resume_state(opt, opt.get('frozen_networks', ['network_t']))

@@ -5,7 +5,6 @@ for Gaussian colour denoising at sigma 25, then one small student trained three 
 same iterations (from scratch, with output-L1 distillation, with SKD), and all four evaluated on the
 held-out photos. Each stage is an ordinary option file (written to OUT/options) run by ``train_pipeline``.
 """
-import argparse
 import json
 import os
 import sys
@@ -15,6 +14,8 @@ from os import path as osp
 
 import cv2
 import numpy as np
+
+from skd_basicsr.tools import command_parser, run_command
 
 TRAIN_PHOTOS = ('astronaut', 'rocket', 'hubble_deep_field', 'immunohistochemistry', 'retina')
 HELD_OUT_PHOTOS = ('coffee', 'chelsea')
@@ -203,14 +204,19 @@ def results_table(results, noisy_psnr, budget, minutes):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='basicsr demo', description=__doc__.split('\n')[0])
+    parser = command_parser('basicsr demo', __doc__)
     parser.add_argument('--quick', action='store_true', help='a few iterations: checks the path, not the method')
     parser.add_argument('--out', default='demo_out', help='output folder. Default: demo_out')
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser(), run, argv)
+
+
+def run(args):
+    """Train the demo's nets, score them on the held-out photos and write results.json, results.md and
+    comparison.png."""
     import torch
 
     import skd_basicsr  # noqa: F401  (registries)

@@ -6,7 +6,6 @@ with a forward hook on each attention module and reported separately: ``macs`` f
 141 G usually quoted for Restormer at 256 x 256 (thop, matmuls left out); ``macs_with_attention`` adds them.
 thop leaves counters in the profiled model's state_dict, so a copy is profiled.
 """
-import argparse
 import copy
 import json
 import statistics
@@ -16,6 +15,9 @@ import warnings
 from os import path as osp
 
 import torch
+
+from skd_basicsr.errors import OptionError
+from skd_basicsr.tools import command_parser, run_command
 
 COUNTER = 'thop.profile (convolutions, norms, activations; matmuls not counted) + attention matmuls counted by hooks'
 
@@ -81,7 +83,7 @@ def measure(network_opt, size, repeats):
 def report(opt, size, repeats):
     """The measurements of the option file's networks, with student / teacher ratios when there is a teacher."""
     if 'network_g' not in opt:
-        raise ValueError('the option file has no network_g.')
+        raise OptionError('the option file has no network_g.')
     result = {'student': measure(opt['network_g'], size, repeats)}
     if 'network_t' in opt:
         result['teacher'] = measure(opt['network_t'], size, repeats)
@@ -110,7 +112,7 @@ def format_table(result):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='basicsr flops', description=__doc__.split('\n')[0])
+    parser = command_parser('basicsr flops', __doc__)
     parser.add_argument('-opt', required=True, help='option file with network_g (and network_t)')
     parser.add_argument('--size', nargs=2, type=int, default=[256, 256], metavar=('H', 'W'))
     parser.add_argument('--repeats', type=int, default=5, help='timed forwards; the median is reported')
@@ -119,20 +121,17 @@ def build_parser():
 
 
 def main(argv=None):
-    import skd_basicsr  # noqa: F401  (registries)
-    from skd_basicsr.compat import OptionError, yaml_load
+    # a network that cannot be built from its options raises ValueError
+    return run_command(build_parser(), run, argv, usage_errors=(ValueError, ))
 
-    args = build_parser().parse_args(argv)
-    try:
-        if not osp.isfile(args.opt):
-            raise OptionError(f'-opt {args.opt}: no such option file.')
-        with open(args.opt) as f:
-            result = report(yaml_load(f, source=args.opt), tuple(args.size), max(args.repeats, 1))
-    except (OptionError, ValueError) as err:
-        print(f'basicsr flops: error: {err}', file=sys.stderr)
-        return 2
+
+def run(args):
+    """Print the report of the option file ``args.opt``, as a table or as JSON."""
+    import skd_basicsr  # noqa: F401  (registries)
+    from skd_basicsr.options import read_option_file
+
+    result = report(read_option_file(args.opt, required=()), tuple(args.size), max(args.repeats, 1))
     print(json.dumps(result) if args.json else format_table(result))
-    return 0
 
 
 if __name__ == '__main__':

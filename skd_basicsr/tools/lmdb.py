@@ -5,15 +5,17 @@ BasicSR reads an LMDB's keys from meta_info.txt as the part of each line before 
 mixed with the new one. Those are refused before anything is written. Packing itself is BasicSR's
 ``make_lmdb_from_imgs``.
 """
-import argparse
 import os
 import sys
 from os import path as osp
 
+from skd_basicsr.errors import OptionError
+from skd_basicsr.tools import command_parser, run_command
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
-class LmdbToolError(ValueError):
+class LmdbToolError(OptionError):
     """An input that would make an LMDB BasicSR cannot read."""
 
 
@@ -57,7 +59,7 @@ def check_match(keys, match_folder):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='basicsr lmdb', description=__doc__.split('\n')[0])
+    parser = command_parser('basicsr lmdb', __doc__)
     parser.add_argument('--input', required=True, help='folder of images (not recursive)')
     parser.add_argument('--output', required=True, help='the LMDB to create; must end with .lmdb and not exist')
     parser.add_argument('--match', default=None, help='a folder whose image names must be the same (GT for LQ)')
@@ -67,21 +69,21 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        if not args.output.endswith('.lmdb'):
-            raise LmdbToolError(f'--output {args.output} must end with .lmdb (BasicSR checks it).')
-        if osp.exists(args.output):
-            raise LmdbToolError(f'--output {args.output} exists; remove it or choose another name.')
-        if not 0 <= args.compress_level <= 9:
-            raise LmdbToolError(f'--compress-level must be within 0-9, got {args.compress_level}.')
-        names = image_names(args.input)
-        keys = check_keys(names, args.input)
-        if args.match:
-            check_match(keys, args.match)
-    except LmdbToolError as err:
-        print(f'basicsr lmdb: error: {err}', file=sys.stderr)
-        return 2
+    return run_command(build_parser(), run, argv)
+
+
+def run(args):
+    """Check the names and pack ``args.input`` into the LMDB ``args.output``."""
+    if not args.output.endswith('.lmdb'):
+        raise LmdbToolError(f'--output {args.output} must end with .lmdb (BasicSR checks it).')
+    if osp.exists(args.output):
+        raise LmdbToolError(f'--output {args.output} exists; remove it or choose another name.')
+    if not 0 <= args.compress_level <= 9:
+        raise LmdbToolError(f'--compress-level must be within 0-9, got {args.compress_level}.')
+    names = image_names(args.input)
+    keys = check_keys(names, args.input)
+    if args.match:
+        check_match(keys, args.match)
 
     from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 

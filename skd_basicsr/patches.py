@@ -1,0 +1,98 @@
+"""Every change skd_basicsr makes to BasicSR's classes and functions, in one list, each with why.
+
+Importing ``skd_basicsr`` calls :func:`apply` once (later calls do nothing), before its own modules register
+themselves. The changes reach every BasicSR model, not only SKDModel: SRModel and BasicSR's other models save,
+load, optimise and schedule through them too. The replacements live in the module named for their job:
+:mod:`skd_basicsr.compat` (shims for the installed libraries), :mod:`skd_basicsr.options`,
+:mod:`skd_basicsr.models.checkpoint`, :mod:`skd_basicsr.models.optim`, :mod:`skd_basicsr.models.lr_scheduler`,
+:mod:`skd_basicsr.models.progressive`, :mod:`skd_basicsr.data.preflight` and, for the resume rule of the teacher,
+:mod:`skd_basicsr.models.skd_model`.
+"""
+import functools
+
+from skd_basicsr import compat
+
+_APPLIED = []
+
+
+def checking_training_options(init):
+    """``BaseModel.__init__`` that, in training, checks the clipping options and attaches progressive patches.
+
+    ``BaseModel.__init__`` runs before a model builds its networks, so a wrong option fails at once.
+    """
+    from skd_basicsr.models.optim import grad_clip_norm
+    from skd_basicsr.models.progressive import ProgressivePatches
+
+    @functools.wraps(init)
+    def __init__(self, opt, *args, **kwargs):
+        init(self, opt, *args, **kwargs)
+        if self.is_train:
+            grad_clip_norm(opt.get('train') or {})
+            schedule = ProgressivePatches.from_options(opt)
+            if schedule is not None:
+                schedule.attach(self)
+
+    return __init__
+
+
+def changes():
+    """The changes, as (owner, attribute, replacement, why); ``owner`` is a BasicSR module or class."""
+    compat.alias_functional_tensor()  # before anything imports basicsr, which needs it
+    vgg_arch, base_model, bsr_test, bsr_train, dist_util, file_client, bsr_options, paired = (
+        compat.import_basicsr_quietly('basicsr.archs.vgg_arch', 'basicsr.models.base_model', 'basicsr.test',
+                                      'basicsr.train', 'basicsr.utils.dist_util', 'basicsr.utils.file_client',
+                                      'basicsr.utils.options', 'basicsr.data.paired_image_dataset'))
+    from skd_basicsr import options
+    from skd_basicsr.data import preflight
+    from skd_basicsr.models import checkpoint, lr_scheduler, optim, skd_model
+
+    model = base_model.BaseModel
+    dataset = paired.PairedImageDataset
+    return [
+        (vgg_arch, 'vgg', compat.VGGFactory(vgg_arch.vgg),
+         'torchvision deprecates `pretrained=`, and weights must never be downloaded at run time'),
+        (bsr_options, 'ordered_yaml', options.ordered_yaml,
+         'option files are plain data: a !!python tag must not run code'),
+        (bsr_train, 'parse_options', options.parse_options,
+         '--force_yml without exec, option errors named in one line before anything runs'),
+        (bsr_test, 'parse_options', options.parse_options, 'the same for testing'),
+        (dist_util, 'init_dist', compat.init_dist, 'NCCL and torch.cuda.set_device are hard-coded; gloo on CPU'),
+        (bsr_options, 'init_dist', compat.init_dist, 'parse_options calls it by this name'),
+        (model, 'model_to_device', compat.model_to_device, 'DDP is given a CUDA device id even on CPU'),
+        (file_client.LmdbBackend, '__init__', compat.lmdb_backend_init,
+         'lmdb 3 refuses to open one path twice in a process (training and validation on one LMDB)'),
+        (bsr_train, 'load_resume_state', skd_model.load_resume_state,
+         'it loads onto CUDA, unpickles code, may pick a truncated state, and points the frozen teacher at a '
+         'checkpoint that is never written'),
+        (model, 'save_network', checkpoint.save_network,
+         'written in place, a kill leaves a truncated file; NaN weights would replace good ones'),
+        (model, 'get_training_state', checkpoint.get_training_state,
+         'one place for what a state holds, which models extend (SKDModel: adapters)'),
+        (model, 'save_training_state', checkpoint.save_training_state,
+         'written in place, a kill leaves a truncated state that --auto_resume picks up'),
+        (model, 'load_network', checkpoint.load_network, 'a plain torch.load unpickles code'),
+        (model, 'get_optimizer', optim.get_optimizer,
+         'it knows only Adam; Restormer trains with AdamW and clips gradients'),
+        (model, 'setup_schedulers', lr_scheduler.setup_schedulers, 'it lacks Restormer\'s cyclic cosine schedule'),
+        (model, '__init__', checking_training_options(model.__init__),
+         'check clipping and attach progressive patches (train.progressive) before any network is built'),
+        (bsr_train, 'build_dataset', preflight.checked(bsr_train.build_dataset),
+         'a wrong dataroot or a damaged LMDB would surface only deep in a data-loader worker'),
+        (bsr_test, 'build_dataset', preflight.checked(bsr_test.build_dataset), 'the same for testing'),
+        (dataset, '__getitem__', preflight.naming_files(dataset.__getitem__),
+         'an image that fails to decode raises an AttributeError that names no file'),
+    ]
+
+
+def apply():
+    """Make every change of :func:`changes`, once; later calls do nothing."""
+    if _APPLIED:
+        return
+    for owner, name, replacement, _ in changes():
+        setattr(owner, name, replacement)
+        _APPLIED.append((owner, name, replacement))
+
+
+def applied():
+    """The (owner, attribute, replacement) triples :func:`apply` set, in order."""
+    return list(_APPLIED)
