@@ -12,7 +12,7 @@ setup(
     # basicsr 1.4.2 is a source package whose build imports torch: install torch first and basicsr with
     # --no-build-isolation (scripts/install.sh does), or pip downloads a second torch just to build it.
     install_requires=['torch', 'torchvision', 'basicsr==1.4.2', 'opencv-python', 'lmdb', 'pyyaml', 'thop'],
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest'], 'deploy': ['onnx', 'onnxruntime']},
     entry_points={'console_scripts': ['basicsr=skd_basicsr.cli:main']},
     license='Apache-2.0',
 )

@@ -25,7 +25,7 @@ def import_deploy(name):
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise OptionError(f'{name} is not installed; it comes with the deploy extra: pip install -e .[deploy]') from None
+        raise OptionError(f'{name} is not installed; it is in the deploy extra: pip install -e .[deploy]') from None
 
 
 def sample_side(multiple):
