@@ -80,24 +80,19 @@ def gk(X, Y, sigma):
 def l_gk(students, teachers, loss_weight=1.0, reduction='mean', mca_weight=1.0, sigma=1.0, temperature='auto',
          branches=('direct', 'channel', 'spatial'), spatial_softmax='contracted', level_weights=None, **ignored):
     """(total, {l_gk_<branch>: value}) of L_GK over the levels, from the equations."""
-    parts = {}
-    for branch in ('direct', 'channel', 'spatial'):
-        if branch not in branches:
-            continue
-        total = 0.0
-        for level, (s, t) in enumerate(zip(students, teachers)):
-            per_sample = []
-            for S, T in zip(as_matrices(s), as_matrices(t)):
-                if branch == 'direct':
-                    projected = S
-                elif branch == 'channel':
-                    projected = channel_branch(S, T, temperature)
-                else:
-                    projected = spatial_branch(S, T, temperature, spatial_softmax)
-                per_sample.append(gk(projected, T, sigma))
-            reduced = sum(per_sample) / (len(per_sample) if reduction == 'mean' else 1)
-            total += (1.0 if level_weights is None else level_weights[level]) * reduced
-        parts[f'l_gk_{branch}'] = loss_weight * (1.0 if branch == 'direct' else mca_weight) * total
+    parts = {f'l_gk_{branch}': 0.0 for branch in ('direct', 'channel', 'spatial') if branch in branches}
+    for level, (s, t) in enumerate(zip(students, teachers)):
+        samples = list(zip(as_matrices(s), as_matrices(t)))
+        scale = loss_weight * (1.0 if level_weights is None else level_weights[level])
+        scale /= len(samples) if reduction == 'mean' else 1
+        for S, T in samples:
+            if 'direct' in branches:
+                parts['l_gk_direct'] += scale * gk(S, T, sigma)
+            if 'channel' in branches:
+                parts['l_gk_channel'] += scale * mca_weight * gk(channel_branch(S, T, temperature), T, sigma)
+            if 'spatial' in branches:
+                S_s = spatial_branch(S, T, temperature, spatial_softmax)
+                parts['l_gk_spatial'] += scale * mca_weight * gk(S_s, T, sigma)
     return sum(parts.values()), parts
 
 
