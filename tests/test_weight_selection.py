@@ -147,9 +147,10 @@ def tile(narrow_state, wide_state, groups):
     return out
 
 
-def restormer_groups(narrow):
-    """Narrow group lengths of Restormer's tensors: per head in q, k, v; per FFN gate half; per concatenated
-    part."""
+def restormer_groups(narrow, whole_heads=False):
+    """Narrow group lengths of Restormer's tensors: per head in q, k, v (or, with ``whole_heads``, all of q, of k
+    and of v, so that the wide net's extra heads are copies of the narrow heads); per FFN gate half; per
+    concatenated part."""
     d = narrow.patch_embed.proj.out_channels
     concatenated = {
         ('reduce_chan_level3.weight', 1): 4 * d,
@@ -168,7 +169,8 @@ def restormer_groups(narrow):
         block = narrow.get_submodule('.'.join(parts[:2]))
         tail = '.'.join(parts[2:-1])
         width = block.attn.project_out.out_channels
-        head = width // block.attn.num_heads
+        head_groups = 1 if whole_heads else block.attn.num_heads
+        head = width // head_groups
         hidden = block.ffn.project_out.in_channels
         stream_input = {'attn.qkv': 1, 'ffn.project_in': 1}.get(tail)
         if parts[0] in ('decoder_level1', 'refinement') and (
@@ -176,9 +178,9 @@ def restormer_groups(narrow):
             (tail in ('attn.project_out', 'ffn.project_out') or tail.startswith('norm'))):
             return [width // 2] * 2  # [upsampled level 2, encoder level 1]
         if axis == 0 and tail in ('attn.qkv', 'attn.qkv_dwconv'):
-            return [head] * (3 * block.attn.num_heads)
+            return [head] * (3 * head_groups)
         if axis == 1 and tail == 'attn.project_out':
-            return [head] * block.attn.num_heads
+            return [head] * head_groups
         if axis == 0 and tail in ('ffn.project_in', 'ffn.dwconv'):
             return [hidden] * 2
         return None
@@ -221,6 +223,8 @@ TILED = {  # narrow, wide (same function once tiled), groups, input size
         lambda: restormer(4, inp_channels=3, LayerNorm_type='BiasFree', dual_pixel_task=True),
         lambda: restormer(8, inp_channels=3, LayerNorm_type='BiasFree', dual_pixel_task=True), restormer_groups,
         (16, 16)),
+    'Restormer-twice-the-heads': (lambda: restormer(4, heads=(1, 1, 2, 2)), lambda: restormer(8, heads=(2, 2, 4, 4)),
+                                  lambda narrow: restormer_groups(narrow, whole_heads=True), (16, 16)),
     'RRDBNet': (lambda: rrdbnet(4, 2), lambda: rrdbnet(8, 4), rrdbnet_groups, (8, 8)),
     'EDSR': (lambda: edsr(4), lambda: edsr(8), lambda narrow: lambda name, axis: None, (8, 8)),
     'SwinIR': (lambda: swinir(12, heads=(2, 2), qk_scale=SCALE), lambda: swinir(24, heads=(2, 2), qk_scale=SCALE / 2),
@@ -331,6 +335,8 @@ def test_generic_rule_slices_leading_entries_and_spaces_blocks():
     assert torch.equal(state['head.weight'], teacher['head.weight'][:3])
     assert torch.equal(state['body.1.conv.weight'], teacher['body.3.conv.weight'][:3, :3])
     assert torch.equal(state['tail.weight'], teacher['tail.weight'][:, :3])
+    with pytest.raises(OptionError, match="no weight-selection rules named 'UNet'"):
+        select_weights(teacher, TinyNet(3, 2), arch='UNet')
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -341,8 +341,8 @@ def select_weights(teacher_state, student_net, arch=None, strict=False):
         teacher_state (dict[str, Tensor]): The teacher's state dict (no ``module.`` prefixes).
         student_net (nn.Module): The student, built; its own state gives the shapes (and the buffers that depend
             only on its configuration).
-        arch (str | None): Rule set: 'Restormer', 'EDSR', 'RRDBNet', 'SwinIR' or 'generic'. Default: None, the
-            student's class name, or 'generic' for a class without rules.
+        arch (str | None): Rule set: 'Restormer', 'EDSR', 'RRDBNet', 'SwinIR' or 'generic'. Default: None: the
+            student's class name where it has rules, else 'generic'.
         strict (bool): Also refuse a teacher with tensors the student has no place for (outside dropped blocks),
             e.g. a dual-pixel teacher for a single-image student. Default: False (they are listed in the report).
 
@@ -353,9 +353,10 @@ def select_weights(teacher_state, student_net, arch=None, strict=False):
     Raises:
         OptionError: Naming the first tensor or stage that cannot be mapped and why.
     """
-    arch = arch or type(student_net).__name__
-    if arch not in RULES:
-        arch = 'generic'
+    if arch is None:
+        arch = type(student_net).__name__ if type(student_net).__name__ in RULES else 'generic'
+    elif arch not in RULES:
+        raise OptionError(f'no weight-selection rules named {arch!r}; choose one of {sorted(RULES)}.')
     rule = RULES[arch]
     student_state = student_net.state_dict()
     plan = _plan_depth(find_stages(student_net), teacher_state)
