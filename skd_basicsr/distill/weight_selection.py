@@ -164,7 +164,9 @@ def _leading_rule(pair):
 
 _RESTORMER_STAGES = ('encoder_level1', 'encoder_level2', 'encoder_level3', 'latent', 'decoder_level3', 'decoder_level2',
                      'decoder_level1', 'refinement')
-# the level-1 decoder, refinement and output work on [upsampled level 2, encoder level 1] (and the dual-pixel
+# Downsample (conv to C/2, unshuffle by 2 -> 2C) and Upsample (conv to 2C, shuffle by 2 -> C/2) keep the leading
+# channels leading (see _leading_rule), so they and the encoders need no rule of their own.
+# The level-1 decoder, refinement and output work on [upsampled level 2, encoder level 1] (and the dual-pixel
 # skip_conv adds into that stream), so their channel axis is two parts of one level width each
 _RESTORMER_LEVEL1_STREAM = ('decoder_level1', 'refinement')
 _RESTORMER_CONCATENATIONS = {  # tensor: axis that reads or writes a two-part concatenation
