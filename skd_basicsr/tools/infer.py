@@ -45,6 +45,8 @@ def check_args(args):
         raise OptionError('--half runs the PyTorch network in float16 and needs --device cuda.')
     if args.onnx and (args.weights or args.param_key or args.entry):
         raise OptionError('--onnx carries its own weights; --weights, --param_key and --entry go with -opt.')
+    if args.tile is not None and args.tile <= 0:
+        raise OptionError(f'--tile {args.tile} must be positive.')
     if args.tile is not None and not 0 <= args.tile_overlap < args.tile:
         raise OptionError(f'--tile_overlap {args.tile_overlap} must be at least 0 and less than --tile {args.tile}.')
 
