@@ -189,8 +189,8 @@ class SKDModel(SRModel):
             terms.append(('l_kd', self.cri_output(self.output, self.output_t), True))
         if self.cri_contrast:
             negative_feats = self.contrast_space.recorded(feats_t) if self.contrast_space else None
-            terms.append(('l_cl', self.cri_contrast(self.output, self.output_t, self.lq, gt=getattr(self, 'gt', None),
-                                                    negative_feats=negative_feats), True))
+            l_cl = self.cri_contrast(self.output, self.output_t, self.lq, gt=self.gt, negative_feats=negative_feats)
+            terms.append(('l_cl', l_cl, True))
         return terms
 
     def handle_nonfinite(self, current_iter, loss_dict):
