@@ -146,6 +146,84 @@ def test_distillation_and_loss_option_problems_are_named(tmp_path, break_it, mes
         build_model(opt)
 
 
+def test_init_from_teacher_selects_the_student_before_the_first_step(tmp_path):
+    from skd_basicsr.distill.weight_selection import select_weights
+    opt = make_opt(tmp_path)
+    opt['distill']['init_from_teacher'] = True
+    model = build_model(opt)
+    teacher = torch.load(tmp_path / 'teacher.pth', weights_only=True)['params']
+    student = build_network(copy.deepcopy(opt['network_g']))
+    expected, _ = select_weights(teacher, student)
+    assert all(torch.equal(v, model.net_g.state_dict()[k]) for k, v in expected.items())
+    # the selected student is the one the first step starts from, not a random init: its output is the teacher's
+    # own leading-channel computation, far closer to the teacher than a random student of the same shape
+    x = batch()['lq']
+    with torch.no_grad():
+        out_t = model.net_t(x)
+        selected_gap = (model.net_g(x) - out_t).abs().mean()
+        random_gap = (build_network(copy.deepcopy(opt['network_g']))(x) - out_t).abs().mean()
+    assert selected_gap < random_gap
+
+
+def test_init_from_teacher_leaves_a_resumed_or_pretrained_student_alone(tmp_path):
+    opt = make_opt(tmp_path)
+    model = build_model(opt)
+    model.feed_data(batch(1))
+    model.optimize_parameters(1)
+    model.save(0, 1)
+    saved = copy.deepcopy(model.net_g.state_dict())
+
+    from skd_basicsr.models.skd_model import load_resume_state
+    opt = make_opt(tmp_path)
+    opt['distill']['init_from_teacher'] = True
+    opt['auto_resume'] = True
+    state = load_resume_state(opt)
+    resumed = build_model(opt)
+    resumed.resume_training(state)
+    assert all(torch.equal(v, resumed.net_g.state_dict()[k]) for k, v in saved.items())
+
+    opt = make_opt(tmp_path)
+    opt['distill']['init_from_teacher'] = True
+    opt['path']['pretrain_network_g'] = str(tmp_path / 'experiments' / opt['name'] / 'models' / 'net_g_1.pth')
+    with pytest.raises(OptionError, match='init_from_teacher and path.pretrain_network_g both set'):
+        build_model(opt)
+
+
+def test_init_from_teacher_refuses_a_wider_student(tmp_path):
+    opt = make_opt(tmp_path)
+    opt['distill']['init_from_teacher'] = True
+    opt['network_g'] = copy.deepcopy(opt['network_t'])
+    opt['network_g']['dim'] = 24
+    with pytest.raises(OptionError, match=r'distill.init_from_teacher: .*wider in the student'):
+        build_model(opt)
+
+
+def test_spatial_form_chosen_per_feature_pair(tmp_path):
+    opt = make_opt(tmp_path)
+    opt['distill']['features'][0]['spatial_window'] = 4
+    opt['distill']['features'][2]['spatial_tokens'] = 16
+    model = build_model(opt)
+    assert model.pairs == [{'student': n, 'teacher': n} for n in ('encoder_level1', 'latent', 'refinement')]
+    reference = SKDFeatureLoss(**{k: v for k, v in opt['train']['feature_opt'].items() if k != 'type'},
+                               spatial_window=[4, None, None], spatial_tokens=[None, None, 16])
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(2, 16, 16, 16, generator=g), torch.randn(2, 128, 2, 2, generator=g),
+             torch.randn(2, 16, 16, 16, generator=g)]
+    targets = [f + 0.1 * torch.randn(f.shape, generator=g) for f in feats]
+    ours, ours_parts = model.cri_feat(feats, targets)
+    expected, expected_parts = reference(feats, targets)
+    global_form, _ = SKDFeatureLoss(**{k: v for k, v in opt['train']['feature_opt'].items() if k != 'type'})(
+        feats, targets)
+    assert torch.equal(ours, expected) and ours_parts.keys() == expected_parts.keys()
+    assert not torch.equal(ours, global_form)
+
+    opt = make_opt(tmp_path)
+    opt['distill']['features'][0]['spatial_window'] = 4
+    opt['train']['feature_opt']['spatial_window'] = 8
+    with pytest.raises(OptionError, match='spatial_window is set both in train.feature_opt and on distill.features'):
+        build_model(opt)
+
+
 def test_vgg19_without_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
     monkeypatch.chdir(tmp_path)

@@ -14,12 +14,14 @@ from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
 
 from skd_basicsr.archs import input_channels
 from skd_basicsr.distill import FeatureAdapters, FeatureTaps
+from skd_basicsr.distill.weight_selection import select_weights
 from skd_basicsr.errors import OptionError
 from skd_basicsr.losses.feature_space import TeacherFeatureSpace
 from skd_basicsr.models import checkpoint
 
-DISTILL_KEYS = ('features', 'adapter')
+DISTILL_KEYS = ('features', 'adapter', 'init_from_teacher')
 FEATURE_PAIR_KEYS = ('student', 'teacher')
+SPATIAL_FORM_KEYS = ('spatial_window', 'spatial_tokens')  # optional per pair: the cheap spatial MCA form of that level
 ADAPTER_TYPES = ('conv1x1', 'none')
 PROBE_SIZE = 64  # side of the dummy input that discovers feature shapes: divisible by 8 for Restormer's 3 downs
 
@@ -39,7 +41,9 @@ class SKDModel(SRModel):
     ``strict_load_t``); it stays frozen in eval mode, runs under inference mode, is never in the optimizer, never
     wrapped in DDP and never saved. Features are tapped by module name (``distill.features``); 1x1 adapters map
     student channels to the teacher's where they differ and are trained, saved in the training states and resumed
-    with the student, but never written to ``net_g_*.pth``. With ``contrast_opt.feature_space: teacher`` the model
+    with the student, but never written to ``net_g_*.pth``. A pair may choose the cheap spatial MCA form of its level
+    (``{student: encoder_level1, teacher: encoder_level1, spatial_window: 8}``, or ``spatial_tokens: M``); pairs
+    without one keep the exact global form. With ``contrast_opt.feature_space: teacher`` the model
     builds the teacher feature space of L_CL (:class:`TeacherFeatureSpace`) and gives it to the loss; the teacher's
     one forward on the input records the negative's features with the distilled ones.
 
@@ -47,16 +51,22 @@ class SKDModel(SRModel):
     the resumed iteration, as BasicSR does, except the networks listed in ``frozen_networks`` (top-level option,
     by default ``[network_t]``): they are never trained, so never saved, and keep their configured weights and
     ``param_key`` (see :func:`load_resume_state`).
+
+    ``distill.init_from_teacher: true`` initialises the student from the teacher's weights by weight selection
+    (:func:`skd_basicsr.distill.weight_selection.select_weights`) before the first iteration, on a fresh start only:
+    a resumed run continues from its own checkpoint, and it cannot be combined with ``path.pretrain_network_g``.
     """
 
     def init_training_settings(self):
         self.distill_opt = parse_distill_options(self.opt.get('distill'), self.opt['train'].get('feature_opt'))
         self.net_t = self.build_teacher()
+        if self.distill_opt['init_from_teacher']:
+            self.init_student_from_teacher()
         self.pairs = self.distill_opt['features']
         self.taps_s = FeatureTaps(self.get_bare_model(self.net_g), [p['student'] for p in self.pairs], 'network_g')
 
         train_opt = self.opt['train']
-        self.cri_feat = build_loss_checked(train_opt, 'feature_opt', self.device)
+        self.cri_feat = build_loss_checked(train_opt, 'feature_opt', self.device, **self.distill_opt['spatial_forms'])
         self.cri_output = build_loss_checked(train_opt, 'output_opt', self.device)
         self.contrast_space = self.build_contrast_space(train_opt.get('contrast_opt'))
         given = {'feature_space': self.contrast_space} if self.contrast_space else {}
@@ -90,6 +100,25 @@ class SKDModel(SRModel):
         net_t.requires_grad_(False)
         self.print_network(net_t)
         return net_t
+
+    def init_student_from_teacher(self):
+        """Weight selection of the student from the loaded teacher (``distill.init_from_teacher``), fresh starts only."""
+        logger = get_root_logger()
+        if self.opt['path'].get('resume_state'):
+            logger.info('distill.init_from_teacher: resuming, so the student continues from its own checkpoint.')
+            return
+        if self.opt['path'].get('pretrain_network_g'):
+            raise OptionError('distill.init_from_teacher and path.pretrain_network_g both set the student\'s initial '
+                              'weights; keep one of them.')
+        net_g = self.get_bare_model(self.net_g)
+        try:
+            state, report = select_weights(self.net_t.state_dict(), net_g)
+        except OptionError as err:
+            raise OptionError(f'distill.init_from_teacher: {err}') from None
+        net_g.load_state_dict(state, strict=True)
+        logger.info('distill.init_from_teacher: network_g initialised from network_t by weight selection.')
+        for line in report.lines():
+            logger.info(line)
 
     def build_contrast_space(self, contrast_opt):
         """The teacher feature space of L_CL for ``feature_space: teacher``, else None (the loss builds its own)."""
@@ -269,14 +298,27 @@ def parse_distill_options(distill_opt, feature_opt=None):
     adapter = distill_opt.get('adapter', 'conv1x1')
     if adapter not in ADAPTER_TYPES:
         raise OptionError(f'distill.adapter: {adapter!r} is not one of {list(ADAPTER_TYPES)}.')
+    init_from_teacher = distill_opt.get('init_from_teacher', False)
+    if not isinstance(init_from_teacher, bool):
+        raise OptionError(f'distill.init_from_teacher must be true or false, got {init_from_teacher!r}.')
     pairs = []
     for i, pair in enumerate(distill_opt.get('features') or []):
         if isinstance(pair, str):
             pair = {'student': pair, 'teacher': pair}
-        if not isinstance(pair, dict) or set(pair) != set(FEATURE_PAIR_KEYS):
-            raise OptionError(f'distill.features[{i}]: expected {{student: NAME, teacher: NAME}}, got {pair!r}.')
+        if not isinstance(pair, dict) or not set(FEATURE_PAIR_KEYS) <= set(pair) <= set(
+                FEATURE_PAIR_KEYS + SPATIAL_FORM_KEYS):
+            raise OptionError(f'distill.features[{i}]: expected {{student: NAME, teacher: NAME}}, optionally with '
+                              f'one of {list(SPATIAL_FORM_KEYS)}, got {pair!r}.')
         pairs.append(dict(pair))
-    return {'features': pairs, 'adapter': adapter}
+    spatial_forms = {}
+    for key in SPATIAL_FORM_KEYS:
+        if any(key in pair for pair in pairs):
+            if key in (feature_opt or {}):
+                raise OptionError(f'{key} is set both in train.feature_opt and on distill.features pairs; set it in '
+                                  'one place (on the pairs to choose it per level).')
+            spatial_forms[key] = [pair.pop(key, None) for pair in pairs]
+    return {'features': pairs, 'adapter': adapter, 'init_from_teacher': init_from_teacher,
+            'spatial_forms': spatial_forms}
 
 
 def build_loss_checked(train_opt, key, device, **given):
