@@ -46,23 +46,31 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def build_models(opt_file, workdir):
-    """SKDModel (as in the file), SKDModel without L_CL and SRModel on the student, sharing one random teacher."""
+def read_options(opt_file, workdir, num_gpu=0):
+    """The option file's training options, set up for timing one fixed batch on ``num_gpu`` GPUs (0: the CPU)."""
     import skd_basicsr  # noqa: F401  (registries, compatibility layer)
-    from basicsr.archs import build_network
-    from basicsr.models import build_model
-
-    from skd_basicsr.compat import parse_options
+    from skd_basicsr.options import parse_options
 
     opt, _ = parse_options(workdir, is_train=True, argv=['-opt', opt_file])
-    opt['num_gpu'] = 0
+    opt['num_gpu'] = num_gpu
     opt['train'].pop('progressive', None)  # one fixed patch size here; progressive cropping is not being timed
     opt['logger']['use_tb_logger'] = False
+    return opt
+
+
+def save_random_teacher(opt, workdir):
+    """Point ``opt`` at a teacher checkpoint of random weights (its speed does not depend on its values)."""
+    from basicsr.archs import build_network
+
     torch.manual_seed(0)
     teacher_path = osp.join(workdir, 'teacher.pth')
     torch.save({'params': build_network(deepcopy(opt['network_t'])).state_dict()}, teacher_path)
     opt['path']['pretrain_network_t'] = teacher_path
 
+
+def case_options(opt):
+    """Options of each model: SKDModel as in the file (``skd``), without L_CL (``skd_no_cl``), without L_CL and the
+    spatial MCA branch (``skd_no_spatial``), and SRModel on the student alone (``student``)."""
     opt_no_cl = deepcopy(opt)
     opt_no_cl['train'].pop('contrast_opt', None)
     opt_no_spatial = deepcopy(opt_no_cl)
@@ -73,12 +81,25 @@ def build_models(opt_file, workdir):
         opt_student.pop(key, None)
     for key in ('feature_opt', 'contrast_opt', 'output_opt'):
         opt_student['train'].pop(key, None)
+    return {'skd': opt, 'skd_no_cl': opt_no_cl, 'skd_no_spatial': opt_no_spatial, 'student': opt_student}
+
+
+def build_all(options):
+    """name -> BasicSR model built from ``options[name]``, each from the same seed."""
+    from basicsr.models import build_model
+
     models = {}
-    for name, model_opt in (('skd', opt), ('skd_no_cl', opt_no_cl), ('skd_no_spatial', opt_no_spatial),
-                            ('student', opt_student)):
+    for name, model_opt in options.items():
         torch.manual_seed(0)
         models[name] = build_model(model_opt)
-    return opt, models
+    return models
+
+
+def build_models(opt_file, workdir):
+    """The models of :func:`case_options` for the option file, on the CPU, sharing one random teacher."""
+    opt = read_options(opt_file, workdir)
+    save_random_teacher(opt, workdir)
+    return opt, build_all(case_options(opt))
 
 
 def step_cases(models, batch):

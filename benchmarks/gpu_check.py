@@ -1,0 +1,537 @@
+"""GPU check of skd_basicsr: MCA on CUDA against a float64 CPU reference, the SKD iteration against its floor,
+student against teacher latency, and SKD iterations under bf16 autocast.
+
+Four sections, each timed and reported on its own, so that one that fails still leaves the others' results:
+
+1. ``mca``: every form of the MCA branches in ``skd_basicsr/losses/skd_loss.py`` (exact global spatial on fused
+   SDPA, its chunked exact fallback forced, local windows, pooled tokens, and the channel branch) in float32 and
+   bf16 on the device, forward and backward, against the same computation in float64 on the CPU (max abs error
+   and that error over the reference's max abs value, for the output and for the student's gradient); median time
+   of forward + backward, and its peak memory (``torch.cuda.max_memory_allocated``). On CUDA a float64 row shows
+   the automatic chunked fallback where no fused kernel takes the inputs.
+2. ``iteration``: one training iteration of the ``--opt`` pair (``options/SKD_Denoise.yml``) on a random batch,
+   with :mod:`bench_skd`'s cases: the student alone, the floor (student step + one teacher forward), SKD without
+   L_CL with the spatial branch dropped, in its exact global form, and with windows at the full-resolution levels.
+3. ``latency``: student and teacher inference at batch 1 and each ``--sizes``, timed alternately after warm-up
+   (CUDA events on a GPU).
+4. ``bf16``: SKD iterations (the option file's model, L_CL included) under bf16 autocast, every logged loss
+   asserted finite.
+
+Nothing is downloaded: the teacher has random weights (its speed does not depend on its values) and the data are
+random. On one H100 the full check takes well under 8 minutes; ``--device cpu --smoke`` runs the same code with
+tiny networks at 16 x 16 in well under a minute. The exit status is 1 when a section failed or a check missed its
+tolerance (the report is written anyway).
+
+Usage:
+    python benchmarks/gpu_check.py --out benchmarks/RESULTS_gpu.md
+    python benchmarks/gpu_check.py --device cpu --smoke --out /tmp/RESULTS_gpu.md
+"""
+import argparse
+import datetime
+import math
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from copy import deepcopy
+from os import path as osp
+
+import torch
+
+import bench_skd
+
+START = time.time()  # the report's total includes the imports
+ROOT = bench_skd.ROOT
+MIB = 2**20
+
+# max |error| / max |reference| allowed: float32 kernels reorder sums; bf16 keeps 8 bits of mantissa
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float64: 1e-10}
+
+FULL = {
+    'mca_shape': (8, 48, 128, 128),
+    'ref_samples': 2,  # samples compared with the float64 CPU reference, which costs seconds at 128 x 128
+    'window': 8,
+    'tokens': 1024,
+    'chunk': 256,
+    'mca_repeats': 10,
+    'batch': 8,
+    'patch': 128,
+    'rounds': 10,
+    'sizes': (256, 512),
+    'latency_warmup': 5,
+    'latency_repeats': 20,
+    'bf16_iters': 50,
+}
+SMOKE = {
+    'mca_shape': (2, 8, 16, 16),
+    'ref_samples': 2,
+    'window': 8,
+    'tokens': 16,
+    'chunk': 64,  # several chunks even at 16 x 16
+    'mca_repeats': 2,
+    'batch': 2,
+    'patch': 16,
+    'rounds': 2,
+    'sizes': (16, 32),
+    'latency_warmup': 1,
+    'latency_repeats': 2,
+    'bf16_iters': 3,
+}
+# Restormers small enough for a CPU smoke run; the channel counts still differ, so the adapters are exercised
+SMOKE_NETS = {'network_g': {'dim': 4}, 'network_t': {'dim': 8}}
+SMOKE_SHAPE = {'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 1, 1, 1]}
+
+
+class SectionFailed(Exception):
+    """A section ran to its end but a check in it missed (tolerance, non-finite loss)."""
+
+
+class Device:
+    """Timing and memory on one device: CUDA events and the caching allocator's counters, or the CPU clock."""
+
+    def __init__(self, name):
+        self.device = torch.device(name)
+        self.cuda = self.device.type == 'cuda'
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def seconds(self, fn):
+        """Wall time of ``fn()``, measured on the GPU's stream with CUDA events there."""
+        if not self.cuda:
+            start = time.perf_counter()
+            fn()
+            return time.perf_counter() - start
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+
+    def median_seconds(self, fn, repeats, warmup=1):
+        for _ in range(warmup):
+            fn()
+        self.sync()
+        return statistics.median(self.seconds(fn) for _ in range(repeats))
+
+    def peak_memory(self, fn):
+        """(peak allocated, peak above what was allocated before) in bytes while ``fn()`` runs; None on the CPU."""
+        if not self.cuda:
+            fn()
+            return None
+        self.sync()
+        torch.cuda.reset_peak_memory_stats(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        fn()
+        self.sync()
+        peak = torch.cuda.max_memory_allocated(self.device)
+        return peak, peak - before
+
+    def describe(self):
+        if not self.cuda:
+            return f'CPU ({platform.processor() or platform.machine()}), torch threads: {torch.get_num_threads()}'
+        props = torch.cuda.get_device_properties(self.device)
+        return (f'{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, cuDNN '
+                f'{torch.backends.cudnn.version()}, float32 matmul precision {torch.get_float32_matmul_precision()!r}')
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. MCA forms against the float64 CPU reference
+# ----------------------------------------------------------------------------------------------------------------
+def mca_forms(cfg):
+    """name -> (MCA function of (s, t), name of its reference form, forward MACs of a (B, C, H, W) input)."""
+    from skd_basicsr.losses.skd_loss import (mca_channel, mca_spatial, mca_spatial_pooled, mca_spatial_window,
+                                             pool_tokens)
+
+    window, tokens, chunk = cfg['window'], cfg['tokens'], cfg['chunk']
+
+    def pooled_macs(b, c, h, w):
+        n = pool_tokens(torch.empty(1, 1, h, w, device='meta'), tokens).shape[-2:].numel()
+        return 2 * b * n * n * c
+
+    def global_macs(b, c, h, w):
+        return 2 * b * (h * w)**2 * c
+
+    def chunked(s, t):
+        return mca_spatial(s, t, chunk_size=chunk, attention='chunked')
+
+    return {
+        'global': (mca_spatial, 'global', global_macs),
+        # the chunked fallback is checked against the fused global form's reference: both are exact
+        'chunked': (chunked, 'global', global_macs),
+        f'window{window}': (lambda s, t: mca_spatial_window(s, t, window), f'window{window}',
+                            lambda b, c, h, w: 2 * b * h * w * min(window, h) * min(window, w) * c),
+        f'pooled{tokens}': (lambda s, t: mca_spatial_pooled(s, t, tokens), f'pooled{tokens}', pooled_macs),
+        'channel': (mca_channel, 'channel', lambda b, c, h, w: 2 * b * c * c * h * w),
+    }
+
+
+def attention_kernel(name, shape, dtype, dev, cfg):
+    """The kernel that runs a spatial form's attention: what :mod:`skd_loss` allows SDPA (flash, then memory
+    efficient on CUDA; flash on the CPU), else its chunked exact fallback."""
+    from skd_basicsr.losses.skd_loss import pool_tokens
+
+    if name == 'channel':
+        return 'bmm'
+    if name == 'chunked':
+        return 'chunked (forced)'
+    if not dev.cuda:
+        return 'flash (CPU)'
+    b, c, h, w = shape
+    if name.startswith('window'):
+        side_h, side_w = min(cfg['window'], h), min(cfg['window'], w)  # sides that are multiples of the window
+        tokens = (b, (h // side_h) * (w // side_w), side_h * side_w, c)
+    elif name.startswith('pooled'):
+        tokens = (b, 1, pool_tokens(torch.empty(1, 1, h, w, device='meta'), cfg['tokens']).shape[-2:].numel(), c)
+    else:
+        tokens = (b, 1, h * w, c)
+    q = torch.empty(tokens, dtype=dtype, device=dev.device)
+    params = torch.backends.cuda.SDPAParams(q, q, q, None, 0.0, False, False)
+    if torch.backends.cuda.can_use_flash_attention(params):
+        return 'flash'
+    if torch.backends.cuda.can_use_efficient_attention(params):
+        return 'efficient'
+    return 'chunked (fallback)'
+
+
+def forward_backward(fn, s, t, grad_out):
+    """Output of ``fn(s, t)`` and the student's gradient for the output gradient ``grad_out``."""
+    s = s.detach().requires_grad_(True)
+    out = fn(s, t)
+    out.backward(grad_out)
+    return out.detach(), s.grad
+
+
+def reference(fn, s, t, gen):
+    """Output, student gradient and the random output gradient behind it, of ``fn`` in float64 on the CPU."""
+    s = s.double().requires_grad_(True)
+    out = fn(s, t.double())
+    grad_out = torch.randn(out.shape, dtype=torch.float64, generator=gen)
+    out.backward(grad_out)
+    return out.detach(), s.grad, grad_out
+
+
+def relative_error(x, ref):
+    err = float((x.detach().cpu().double() - ref).abs().max())
+    return err, err / float(ref.abs().max())
+
+
+def section_mca(dev, cfg, ctx):
+    """Each form in float32 and bf16 (and float64 on CUDA, global only) against float64 on the CPU."""
+    b, c, h, w = cfg['mca_shape']
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(b, c, h, w, generator=gen)
+    # a teacher close to the student gives the peaked affinities of features that already agree in part
+    t = s + 0.5 * torch.randn(b, c, h, w, generator=gen)
+    r = min(cfg['ref_samples'], b)
+    forms = mca_forms(cfg)
+    references = {}
+    for name, (fn, ref_name, _) in forms.items():
+        if ref_name not in references:
+            start = time.perf_counter()
+            references[ref_name] = reference(fn, s[:r], t[:r], gen)
+            print(f'[gpu_check] mca reference {ref_name}: {time.perf_counter() - start:.1f} s', flush=True)
+
+    runs = [(name, dtype) for name in forms for dtype in (torch.float32, torch.bfloat16)]
+    if dev.cuda:
+        runs.append(('global', torch.float64))
+    rows, missed = [], []
+    for name, dtype in runs:
+        fn, ref_name, macs = forms[name]
+        ref_out, ref_grad, ref_grad_out = references[ref_name]
+        s_d, t_d = s.to(dev.device, dtype), t.to(dev.device, dtype)
+        # the reference's output gradient on its samples, a fixed random one on the others
+        grad_out = torch.randn((b, ) + tuple(ref_grad_out.shape[1:]), generator=gen)
+        grad_out[:r] = ref_grad_out
+        grad_out = grad_out.to(dev.device, dtype)
+        out, grad = forward_backward(fn, s_d, t_d, grad_out)
+        out_err = relative_error(out[:r], ref_out)
+        grad_err = relative_error(grad[:r], ref_grad)
+        seconds = dev.median_seconds(lambda: forward_backward(fn, s_d, t_d, grad_out), cfg['mca_repeats'])
+        memory = dev.peak_memory(lambda: forward_backward(fn, s_d, t_d, grad_out))
+        ok = max(out_err[1], grad_err[1]) <= TOLERANCE[dtype]
+        if not ok:
+            missed.append(f'{name} {dtype}')
+        rows.append({
+            'form': name,
+            'dtype': str(dtype).replace('torch.', ''),
+            'kernel': attention_kernel(name, (b, c, h, w), dtype, dev, cfg),
+            'gmacs': macs(b, c, h, w) / 1e9,
+            'out_err': out_err,
+            'grad_err': grad_err,
+            'ms': seconds * 1000,
+            'memory': memory,
+            'ok': ok
+        })
+        print(
+            f'[gpu_check] mca {name} {rows[-1]["dtype"]} ({rows[-1]["kernel"]}): out rel {out_err[1]:.1e}, '
+            f'grad rel {grad_err[1]:.1e}, {seconds * 1000:.2f} ms',
+            flush=True)
+        del s_d, t_d, out, grad
+    lines = [
+        f'Student and teacher features ({b}, {c}, {h}, {w}) (teacher = student + 0.5 noise), temperature auto; '
+        f'window {cfg["window"]}, pooled to at most {cfg["tokens"]} tokens, chunked fallback forced with '
+        f'{cfg["chunk"]} queries a chunk. Errors against the same form in float64 on the CPU, over the first '
+        f'{r} samples: output, and the gradient w.r.t. the student feature for a fixed random output '
+        'gradient; rel = max abs error / max abs reference. Time: median of '
+        f'{cfg["mca_repeats"]} forward + backward passes. Memory: peak allocated during one forward + '
+        'backward, and that peak above what was allocated before it (inputs included in the former only).', '',
+        '| form | dtype | kernel | fwd GMACs | out max abs | out rel | grad max abs | grad rel | fwd+bwd (ms) | '
+        'peak (MiB) | above inputs (MiB) | within tolerance |', '| --- | --- | --- |' + ' ---: |' * 8 + ' --- |'
+    ]
+    for row in rows:
+        memory = ('-', '-') if row['memory'] is None else tuple(f'{m / MIB:.0f}' for m in row['memory'])
+        lines.append(f'| {row["form"]} | {row["dtype"]} | {row["kernel"]} | {row["gmacs"]:.3g} | '
+                     f'{row["out_err"][0]:.2e} | {row["out_err"][1]:.2e} | {row["grad_err"][0]:.2e} | '
+                     f'{row["grad_err"][1]:.2e} | {row["ms"]:.2f} | {memory[0]} | {memory[1]} | '
+                     f'{"yes" if row["ok"] else "NO"} |')
+    lines += [
+        '', 'Tolerance on the larger rel: ' + ', '.join(f'{str(k).replace("torch.", "")} {v:g}'
+                                                        for k, v in TOLERANCE.items()) + '.'
+    ]
+    if missed:
+        raise SectionFailed('\n'.join(lines) + f'\n\nOutside tolerance: {", ".join(missed)}.')
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2.-4. The option file's networks: models built once, shared by the sections
+# ----------------------------------------------------------------------------------------------------------------
+class Models:
+    """The option file's options and BasicSR models (bench_skd's cases plus the windowed one), built on first use."""
+
+    def __init__(self, args, dev, cfg, workdir):
+        self.args, self.dev, self.cfg, self.workdir = args, dev, cfg, workdir
+        self._opt = self._built = None
+
+    def options(self):
+        """The option file's options, networks shrunk with ``--smoke``, pointing at a random teacher."""
+        if self._opt is None:
+            opt = bench_skd.read_options(self.args.opt, self.workdir, num_gpu=1 if self.dev.cuda else 0)
+            if self.args.smoke:
+                for key, size in SMOKE_NETS.items():
+                    opt[key].update(size, **SMOKE_SHAPE)
+            bench_skd.save_random_teacher(opt, self.workdir)
+            self._opt = opt
+        return self._opt
+
+    def get(self):
+        """(options, name -> model, spatial window per distilled pair of the ``skd_window`` model)."""
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def _build(self):
+        opt = self.options()
+        options = bench_skd.case_options(opt)
+        models = bench_skd.build_all(options)
+        windows = full_resolution_windows(models['skd_no_cl'], self.cfg['window'], self.dev)
+        windowed = deepcopy(options['skd_no_cl'])
+        windowed['train']['feature_opt'].pop('spatial_tokens', None)
+        windowed['train']['feature_opt']['spatial_window'] = windows
+        models.update(bench_skd.build_all({'skd_window': windowed}))
+        return opt, models, windows
+
+
+def full_resolution_windows(skd, window, dev):
+    """Per distilled pair: ``window`` where the teacher feature has the input's resolution, None (global) elsewhere."""
+    probe = torch.zeros(1, 3, 32, 32, device=dev.device)
+    with torch.inference_mode(), skd.taps_t.recording() as feats:
+        skd.net_t(probe)
+    return [window if feats[p['teacher']].shape[-2:] == probe.shape[-2:] else None for p in skd.pairs]
+
+
+def random_batch(cfg, dev, seed):
+    gen = torch.Generator().manual_seed(seed)
+    gt = torch.rand(cfg['batch'], 3, cfg['patch'], cfg['patch'], generator=gen)
+    lq = gt + torch.randn(gt.shape, generator=gen) * 25 / 255
+    return {'gt': gt.to(dev.device), 'lq': lq.to(dev.device)}
+
+
+def section_iteration(dev, cfg, ctx):
+    """bench_skd's iteration cases and the windowed SKD, round-robin, medians; peak memory of one run of each."""
+    opt, models, windows = ctx.get()
+    cases = bench_skd.step_cases(models, random_batch(cfg, dev, 1))  # feeds every model, skd_window too
+    cases['skd_window'] = models['skd_window'].optimize_parameters
+    names = ('student', 'floor', 'skd_no_spatial', 'skd_no_cl', 'skd_window')
+
+    def synced(run):
+
+        def step(i):
+            run(i)
+            dev.sync()
+
+        return step
+
+    medians, times = bench_skd.round_robin({name: synced(cases[name]) for name in names}, cfg['rounds'])
+    memory = {name: dev.peak_memory(lambda: cases[name](0)) for name in names}
+    windowed = [p['teacher'] for p, w in zip(opt['distill']['features'], windows) if w is not None]
+    what = {
+        'student':
+        'student alone: forward, L1, backward, optimizer step',
+        'floor':
+        'student iteration + one teacher forward (inference mode)',
+        'skd_no_spatial':
+        'SKD, L_REC + L_GK (direct + channel), no spatial MCA',
+        'skd_no_cl':
+        'SKD, L_REC + L_GK (direct + channel + spatial), exact global spatial MCA at every level',
+        'skd_window':
+        f'the same with spatial window {cfg["window"]} at the full-resolution levels '
+        f'({", ".join(windowed)}), global elsewhere'
+    }
+    lines = [
+        f'Option file `{osp.relpath(ctx.args.opt, ROOT)}`: student '
+        f'{bench_skd.net_text(opt["network_g"])}, teacher {bench_skd.net_text(opt["network_t"])}, '
+        f'{len(opt["distill"]["features"])} feature pairs; batch ({cfg["batch"]}, 3, {cfg["patch"]}, '
+        f'{cfg["patch"]}), float32, {cfg["rounds"]} rounds after one warm-up round (cases round-robin, each '
+        'followed by a device synchronize).', '',
+        '| case | what runs | median (ms) | / floor | peak (MiB) | runs (ms) |',
+        '| --- | --- |' + ' ---: |' * 3 + ' --- |'
+    ]
+    for name in names:
+        peak = '-' if memory[name] is None else f'{memory[name][0] / MIB:.0f}'
+        lines.append(f'| {name} | {what[name]} | {medians[name] * 1000:.1f} | {medians[name] / medians["floor"]:.3f} '
+                     f'| {peak} | {", ".join(f"{t * 1000:.1f}" for t in times[name])} |')
+    lines += [
+        '', f'- SKD without L_CL / floor: exact global {medians["skd_no_cl"] / medians["floor"]:.3f}, '
+        f'windowed {medians["skd_window"] / medians["floor"]:.3f} (target on the CPU bench: 1.15).'
+    ]
+    return lines
+
+
+def section_latency(dev, cfg, ctx):
+    """Student and teacher forward at batch 1, alternately, after warm-up; medians."""
+    from basicsr.archs import build_network
+
+    opt = ctx.options()
+    nets = {}
+    for key in ('network_g', 'network_t'):
+        torch.manual_seed(0)
+        nets[key] = build_network(deepcopy(opt[key])).to(dev.device).eval()
+    params = {key: sum(p.numel() for p in net.parameters()) for key, net in nets.items()}
+    lines = [
+        f'Batch 1, float32, inference mode; {cfg["latency_warmup"]} warm-up forwards of each, then '
+        f'{cfg["latency_repeats"]} of each alternately, medians. Parameters: student {params["network_g"]:,}, '
+        f'teacher {params["network_t"]:,} ({params["network_g"] / params["network_t"]:.3f}x).', '',
+        '| size | student (ms) | teacher (ms) | student / teacher |', '| --- | ---: | ---: | ---: |'
+    ]
+    for size in cfg['sizes']:
+        x = torch.rand(1, 3, size, size, device=dev.device)
+        times = {key: [] for key in nets}
+        with torch.inference_mode():
+            for net in nets.values():
+                for _ in range(cfg['latency_warmup']):
+                    net(x)
+            dev.sync()
+            for _ in range(cfg['latency_repeats']):
+                for key, net in nets.items():
+                    times[key].append(dev.seconds(lambda: net(x)))
+        s, t = (statistics.median(times[key]) * 1000 for key in ('network_g', 'network_t'))
+        lines.append(f'| {size}^2 | {s:.2f} | {t:.2f} | {s / t:.3f} |')
+        print(f'[gpu_check] latency {size}^2: student {s:.2f} ms, teacher {t:.2f} ms', flush=True)
+    return lines
+
+
+def section_bf16(dev, cfg, ctx):
+    """The option file's SKD model (L_CL included) trained under bf16 autocast; every logged loss must be finite."""
+    opt, models, _ = ctx.get()
+    skd = models['skd']
+    logs, seconds, failure = [], [], None
+    for i in range(1, cfg['bf16_iters'] + 1):
+        skd.feed_data(random_batch(cfg, dev, 100 + i))
+
+        def step():
+            with torch.autocast(dev.device.type, dtype=torch.bfloat16):
+                skd.optimize_parameters(i)
+
+        try:
+            seconds.append(dev.seconds(step))
+        except FloatingPointError as err:  # SKDModel stops on a non-finite total loss before the step
+            failure = f'iteration {i}: {err}'
+            break
+        logs.append(dict(skd.log_dict))
+        bad = [k for k, v in logs[-1].items() if not math.isfinite(v)]
+        if bad:
+            failure = f'iteration {i}: non-finite {", ".join(bad)}'
+            break
+    if failure is None and not all(torch.isfinite(p).all() for p in skd.net_g.parameters()):
+        failure = 'non-finite student weights after the last iteration'
+    summed = [k for k in logs[0] if not k.startswith('l_gk_')] if logs else []
+    lines = [
+        f'{len(logs)} of {cfg["bf16_iters"]} iterations of SKDModel as in the option file (feature form as '
+        f'shipped, L_CL included) under `torch.autocast({dev.device.type!r}, dtype=torch.bfloat16)`, a new '
+        f'random batch ({cfg["batch"]}, 3, {cfg["patch"]}, {cfg["patch"]}) each; median '
+        f'{statistics.median(seconds) * 1000 if seconds else float("nan"):.1f} ms per iteration '
+        '(the first included in the runs, not in a warm-up).', '', '| iteration | ' + ' | '.join(summed) + ' |',
+        '| ---: |' + ' ---: |' * len(summed)
+    ]
+    for i in sorted({1, 2, len(logs) // 2, len(logs)} - {0}):
+        lines.append(f'| {i} | ' + ' | '.join(f'{logs[i - 1][k]:.5g}' for k in summed) + ' |')
+    if failure:
+        raise SectionFailed('\n'.join(lines) + f'\n\nFAILED: {failure}')
+    lines += ['', f'Every logged loss finite at all {len(logs)} iterations, and the student weights after them.']
+    return lines
+
+
+SECTIONS = (('mca', 'MCA on the device against the float64 CPU reference',
+             section_mca), ('iteration', 'One SKD iteration against the floor',
+                            section_iteration), ('latency', 'Student against teacher latency', section_latency),
+            ('bf16', 'SKD iterations under bf16 autocast', section_bf16))
+
+
+def opt_path(opt):
+    return opt if osp.isabs(opt) else osp.join(ROOT, opt)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--device', default='cuda', help='cuda (the check) or cpu (with --smoke). Default: cuda')
+    parser.add_argument('--smoke', action='store_true', help='tiny networks and sizes, a few repeats')
+    parser.add_argument('--opt', default=osp.join('options', 'SKD_Denoise.yml'), help='option file (from repo root)')
+    parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'RESULTS_gpu.md'), help='markdown report')
+    args = parser.parse_args(argv)
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        parser.error('CUDA is not available here: run with --device cpu --smoke for the CPU version.')
+    import skd_basicsr  # noqa: F401  (the compatibility layer, before anything of basicsr)
+
+    dev = Device(args.device)
+    cfg = SMOKE if args.smoke else FULL
+    args.opt = opt_path(args.opt)
+    body, failed = [], []
+    with tempfile.TemporaryDirectory() as workdir:
+        ctx = Models(args, dev, cfg, workdir)
+        for key, title, run in SECTIONS:
+            section_start = time.time()
+            try:
+                lines = run(dev, cfg, ctx)
+            except SectionFailed as err:
+                lines = str(err).split('\n')
+                failed.append(key)
+            except Exception:  # one broken section must not cost the results of the others on a lent machine
+                traceback.print_exc()
+                lines = ['FAILED with:', '', '```', traceback.format_exc().strip(), '```']
+                failed.append(key)
+            elapsed = time.time() - section_start
+            print(f'[gpu_check] section {key}: {elapsed:.1f} s{" (FAILED)" if key in failed else ""}', flush=True)
+            body += [f'### {title} ({key}, {elapsed:.1f} s)', ''] + lines + ['']
+    verdict = f'FAILED sections: {", ".join(failed)}.' if failed else 'Every section ran and every check passed.'
+    head = [
+        f'## GPU check, {datetime.datetime.now():%Y-%m-%d %H:%M}', '',
+        f'Command: `python benchmarks/gpu_check.py {" ".join(shlex.quote(a) for a in sys.argv[1:])}`', '',
+        f'{dev.describe()}; torch {torch.__version__}, Python {platform.python_version()}; '
+        f'{"smoke sizes" if args.smoke else "full sizes"}; {time.time() - START:.0f} s in all. {verdict}', ''
+    ]
+    text = '\n'.join(head + body)
+    with open(args.out, 'w') as f:
+        f.write(text)
+    print(text)
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

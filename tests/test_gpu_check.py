@@ -1,0 +1,44 @@
+"""benchmarks/gpu_check.py runs on the CPU at toy sizes (``--device cpu --smoke``) and reports every section."""
+import math
+import os
+import re
+import subprocess
+import sys
+from os import path as osp
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SECTIONS = ('mca', 'iteration', 'latency', 'bf16')
+NUMBER = re.compile(r'(?<![\w.])[-+]?(?:\d[\d,]*\.?\d*(?:e[-+]?\d+)?|nan|inf)(?![\w.])', re.IGNORECASE)
+
+
+def table_numbers(text):
+    """Every number in the report's table rows, as floats (nan and inf included)."""
+    numbers = []
+    for line in text.splitlines():
+        if line.startswith('|') and not line.startswith('| ---'):
+            numbers += [float(m.replace(',', '')) for m in NUMBER.findall(line)]
+    return numbers
+
+
+def test_gpu_check_smoke_on_cpu(tmp_path):
+    out = tmp_path / 'RESULTS_gpu.md'
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [REPO, env.get('PYTHONPATH')]))
+    proc = subprocess.run([sys.executable, osp.join(REPO, 'benchmarks', 'gpu_check.py'), '--device', 'cpu', '--smoke',
+                           '--out', str(out)], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    text = out.read_text()
+    assert 'Every section ran and every check passed.' in text
+    for section in SECTIONS:  # a heading each, with the section's elapsed time
+        assert re.search(rf'^### .* \({section}, \d+\.\d s\)$', text, re.MULTILINE), f'{section} missing:\n{text}'
+    assert 'FAILED' not in text and ' NO |' not in text
+    numbers = table_numbers(text)
+    assert len(numbers) > 50
+    assert all(math.isfinite(x) for x in numbers), [x for x in numbers if not math.isfinite(x)]
+    # every form in both float32 and bf16, each within tolerance
+    for form in ('global', 'chunked', 'window8', 'pooled16', 'channel'):
+        for dtype in ('float32', 'bfloat16'):
+            assert re.search(rf'^\| {form} \| {dtype} \|.*\| yes \|$', text, re.MULTILINE), (form, dtype)
+    for case in ('student', 'floor', 'skd_no_spatial', 'skd_no_cl', 'skd_window'):
+        assert re.search(rf'^\| {case} \|', text, re.MULTILINE), case
+    assert 'Every logged loss finite at all 3 iterations' in text
