@@ -46,6 +46,7 @@ import bench_skd
 START = time.time()  # the report's total includes the imports
 ROOT = bench_skd.ROOT
 MIB = 2**20
+SPATIAL_FORM_KEYS = ('spatial_window', 'spatial_tokens')  # cheap spatial MCA forms, in feature_opt or per pair
 
 # max |error| / max |reference| allowed: float32 kernels reorder sums; bf16 keeps 8 bits of mantissa
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float64: 1e-10}
@@ -303,7 +304,9 @@ def section_mca(dev, cfg, ctx):
 # 2.-4. The option file's networks: models built once, shared by the sections
 # ----------------------------------------------------------------------------------------------------------------
 class Models:
-    """The option file's options and BasicSR models (bench_skd's cases plus the windowed one), built on first use."""
+    """The option file's options and BasicSR models, built on first use: bench_skd's cases, plus SKD without L_CL in
+    the exact global spatial form at every level (``skd_exact``) and with windows at the full-resolution levels
+    (``skd_window``), whatever spatial forms the option file ships (its own stays in ``skd_no_cl``)."""
 
     def __init__(self, args, dev, cfg, workdir):
         self.args, self.dev, self.cfg, self.workdir = args, dev, cfg, workdir
@@ -321,7 +324,7 @@ class Models:
         return self._opt
 
     def get(self):
-        """(options, name -> model, spatial window per distilled pair of the ``skd_window`` model)."""
+        """(options, name -> model, spatial window per distilled pair of ``skd_window``)."""
         if self._built is None:
             self._built = self._build()
         return self._built
@@ -329,13 +332,35 @@ class Models:
     def _build(self):
         opt = self.options()
         options = bench_skd.case_options(opt)
+        options['skd_exact'] = with_windows(options['skd_no_cl'], [None] * len(opt['distill']['features']))
         models = bench_skd.build_all(options)
-        windows = full_resolution_windows(models['skd_no_cl'], self.cfg['window'], self.dev)
-        windowed = deepcopy(options['skd_no_cl'])
-        windowed['train']['feature_opt'].pop('spatial_tokens', None)
-        windowed['train']['feature_opt']['spatial_window'] = windows
-        models.update(bench_skd.build_all({'skd_window': windowed}))
+        windows = full_resolution_windows(models['skd_exact'], self.cfg['window'], self.dev)
+        models.update(bench_skd.build_all({'skd_window': with_windows(options['skd_no_cl'], windows)}))
         return opt, models, windows
+
+
+def ships_spatial_forms(opt):
+    """Whether the option file chooses a cheap spatial form anywhere (in feature_opt or on a distilled pair)."""
+    pairs = [p for p in opt['distill']['features'] if isinstance(p, dict)]
+    return any(key in opt['train']['feature_opt'] or any(key in p for p in pairs) for key in SPATIAL_FORM_KEYS)
+
+
+def with_windows(model_opt, windows):
+    """A copy of ``model_opt`` in which distilled pair i takes the spatial window ``windows[i]`` (None: the exact
+    global form), every spatial form of the option file removed."""
+    model_opt = deepcopy(model_opt)
+    for key in SPATIAL_FORM_KEYS:
+        model_opt['train']['feature_opt'].pop(key, None)
+    pairs = []
+    for pair, window in zip(model_opt['distill']['features'], windows):
+        if isinstance(pair, str):
+            pair = {'student': pair, 'teacher': pair}
+        pair = {k: v for k, v in pair.items() if k not in SPATIAL_FORM_KEYS}
+        if window is not None:
+            pair['spatial_window'] = window
+        pairs.append(pair)
+    model_opt['distill']['features'] = pairs
+    return model_opt
 
 
 def full_resolution_windows(skd, window, dev):
@@ -354,11 +379,20 @@ def random_batch(cfg, dev, seed):
 
 
 def section_iteration(dev, cfg, ctx):
-    """bench_skd's iteration cases and the windowed SKD, round-robin, medians; peak memory of one run of each."""
+    """The iteration cases round-robin, medians; peak memory of one more run of each."""
     opt, models, windows = ctx.get()
-    cases = bench_skd.step_cases(models, random_batch(cfg, dev, 1))  # feeds every model, skd_window too
-    cases['skd_window'] = models['skd_window'].optimize_parameters
-    names = ('student', 'floor', 'skd_no_spatial', 'skd_no_cl', 'skd_window')
+    windowed = ', '.join(p['teacher'] for p, w in zip(models['skd_window'].pairs, windows) if w is not None)
+    what = {
+        'student': 'student alone: forward, L1, backward, optimizer step',
+        'floor': 'student iteration + one teacher forward (inference mode)',
+        'skd_no_spatial': 'SKD, L_REC + L_GK (direct + channel), no spatial MCA',
+        'skd_exact': 'SKD, L_REC + L_GK (direct + channel + spatial), exact global spatial MCA at every level',
+        'skd_window': f'the same, spatial window {cfg["window"]} at full resolution ({windowed}), global elsewhere',
+    }
+    if ships_spatial_forms(opt):
+        what['skd_no_cl'] = 'the same with the spatial forms of the option file'
+    cases = bench_skd.step_cases(models, random_batch(cfg, dev, 1))  # feeds every model
+    cases.update((name, models[name].optimize_parameters) for name in ('skd_exact', 'skd_window'))
 
     def synced(run):
 
@@ -368,38 +402,24 @@ def section_iteration(dev, cfg, ctx):
 
         return step
 
-    medians, times = bench_skd.round_robin({name: synced(cases[name]) for name in names}, cfg['rounds'])
-    memory = {name: dev.peak_memory(lambda: cases[name](0)) for name in names}
-    windowed = [p['teacher'] for p, w in zip(opt['distill']['features'], windows) if w is not None]
-    what = {
-        'student':
-        'student alone: forward, L1, backward, optimizer step',
-        'floor':
-        'student iteration + one teacher forward (inference mode)',
-        'skd_no_spatial':
-        'SKD, L_REC + L_GK (direct + channel), no spatial MCA',
-        'skd_no_cl':
-        'SKD, L_REC + L_GK (direct + channel + spatial), exact global spatial MCA at every level',
-        'skd_window':
-        f'the same with spatial window {cfg["window"]} at the full-resolution levels '
-        f'({", ".join(windowed)}), global elsewhere'
-    }
+    medians, times = bench_skd.round_robin({name: synced(cases[name]) for name in what}, cfg['rounds'])
+    memory = {name: dev.peak_memory(lambda: cases[name](0)) for name in what}
     lines = [
-        f'Option file `{osp.relpath(ctx.args.opt, ROOT)}`: student '
-        f'{bench_skd.net_text(opt["network_g"])}, teacher {bench_skd.net_text(opt["network_t"])}, '
-        f'{len(opt["distill"]["features"])} feature pairs; batch ({cfg["batch"]}, 3, {cfg["patch"]}, '
-        f'{cfg["patch"]}), float32, {cfg["rounds"]} rounds after one warm-up round (cases round-robin, each '
-        'followed by a device synchronize).', '',
+        f'Option file `{osp.relpath(ctx.args.opt, ROOT)}`: student {bench_skd.net_text(opt["network_g"])}, '
+        f'teacher {bench_skd.net_text(opt["network_t"])}, {len(opt["distill"]["features"])} feature pairs; '
+        f'batch ({cfg["batch"]}, 3, {cfg["patch"]}, {cfg["patch"]}), float32, {cfg["rounds"]} rounds after one '
+        'warm-up round (cases round-robin, each followed by a device synchronize).', '',
         '| case | what runs | median (ms) | / floor | peak (MiB) | runs (ms) |',
         '| --- | --- |' + ' ---: |' * 3 + ' --- |'
     ]
-    for name in names:
+    for name in what:
         peak = '-' if memory[name] is None else f'{memory[name][0] / MIB:.0f}'
         lines.append(f'| {name} | {what[name]} | {medians[name] * 1000:.1f} | {medians[name] / medians["floor"]:.3f} '
                      f'| {peak} | {", ".join(f"{t * 1000:.1f}" for t in times[name])} |')
+    skd = [name for name in what if name.startswith('skd_') and name != 'skd_no_spatial']
     lines += [
-        '', f'- SKD without L_CL / floor: exact global {medians["skd_no_cl"] / medians["floor"]:.3f}, '
-        f'windowed {medians["skd_window"] / medians["floor"]:.3f} (target on the CPU bench: 1.15).'
+        '', '- SKD without L_CL / floor: ' + ', '.join(f'{name} {medians[name] / medians["floor"]:.3f}'
+                                                       for name in skd) + ' (target on the CPU bench: 1.15).'
     ]
     return lines
 

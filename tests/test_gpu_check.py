@@ -7,6 +7,10 @@ import sys
 from os import path as osp
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(REPO, 'benchmarks'))
+
+import gpu_check  # noqa: E402  (benchmarks/ is no package)
+
 SECTIONS = ('mca', 'iteration', 'latency', 'bf16')
 NUMBER = re.compile(r'(?<![\w.])[-+]?(?:\d[\d,]*\.?\d*(?:e[-+]?\d+)?|nan|inf)(?![\w.])', re.IGNORECASE)
 
@@ -24,8 +28,15 @@ def test_gpu_check_smoke_on_cpu(tmp_path):
     out = tmp_path / 'RESULTS_gpu.md'
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [REPO, env.get('PYTHONPATH')]))
-    proc = subprocess.run([sys.executable, osp.join(REPO, 'benchmarks', 'gpu_check.py'), '--device', 'cpu', '--smoke',
-                           '--out', str(out)], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable,
+         osp.join(REPO, 'benchmarks', 'gpu_check.py'), '--device', 'cpu', '--smoke', '--out',
+         str(out)],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     text = out.read_text()
     assert 'Every section ran and every check passed.' in text
@@ -39,6 +50,36 @@ def test_gpu_check_smoke_on_cpu(tmp_path):
     for form in ('global', 'chunked', 'window8', 'pooled16', 'channel'):
         for dtype in ('float32', 'bfloat16'):
             assert re.search(rf'^\| {form} \| {dtype} \|.*\| yes \|$', text, re.MULTILINE), (form, dtype)
-    for case in ('student', 'floor', 'skd_no_spatial', 'skd_no_cl', 'skd_window'):
+    for case in ('student', 'floor', 'skd_no_spatial', 'skd_exact', 'skd_window'):
         assert re.search(rf'^\| {case} \|', text, re.MULTILINE), case
     assert 'Every logged loss finite at all 3 iterations' in text
+
+
+def test_windowed_and_exact_options_replace_the_shipped_spatial_forms():
+    opt = {
+        'train': {
+            'feature_opt': {
+                'spatial_tokens': 64
+            }
+        },
+        'distill': {
+            'features': ['latent', {
+                'student': 'a',
+                'teacher': 'b',
+                'spatial_window': 4
+            }]
+        }
+    }
+    assert gpu_check.ships_spatial_forms(opt)
+    windowed = gpu_check.with_windows(opt, [8, None])
+    assert windowed['train']['feature_opt'] == {}
+    assert windowed['distill']['features'] == [{
+        'student': 'latent',
+        'teacher': 'latent',
+        'spatial_window': 8
+    }, {
+        'student': 'a',
+        'teacher': 'b'
+    }]
+    assert not gpu_check.ships_spatial_forms(gpu_check.with_windows(opt, [None, None]))
+    assert opt['distill']['features'][1]['spatial_window'] == 4  # the option file's own stay as they were
