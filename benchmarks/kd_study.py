@@ -7,12 +7,17 @@ student (where a variant does not replace it) and the same training batches and 
 variants on seed k is a paired difference. The study reports, per variant, the mean PSNR, the paired difference to
 ``scratch`` and its standard deviation over the seeds.
 
-Variants (``--variants``):
+Variants (``--variants``; ``--list`` prints them). A name ending in ``_init`` starts the student from the teacher
+by weight selection: ``basicsr shrink`` for the plain students (SRModel), ``distill.init_from_teacher`` for the
+distilled ones; the other variants start from the seed's random initialisation.
 
-* ``scratch``: the student alone, L1 to the ground truth (random initialisation).
-* ``scratch_init``: the same, initialised from the teacher by weight selection (``basicsr shrink``).
-* ``output_kd`` / ``output_kd_init``: L1 to the ground truth plus L1 to the teacher's output
-  (``train.output_opt``), from a random or a teacher-selected initialisation.
+* ``scratch`` / ``scratch_init``: the student alone, L1 to the ground truth.
+* ``output_kd`` / ``output_kd_init``: plus L1 to the teacher's output (``train.output_opt``).
+* ``skd_paper`` / ``skd_paper_init``: the paper's form as the demo has it: L_GK on all 8 levels with the three
+  branches (exact global spatial MCA), L_CL in the teacher's feature space with the degraded input as negative,
+  alpha2 = alpha3 = 0.1.
+* ``gk_init`` / ``gk_kd_init``: L_GK alone (all 8 levels, three branches, the spatial branch in 8 x 8 windows at the
+  three full-resolution levels), without / with output-KD.
 
 Each finished run leaves ``OUT/runs/<variant>_s<seed>.json``; a run whose file exists is not trained again, so an
 interrupted study continues where it stopped. ``--report FILE`` writes the markdown table of everything scored.
@@ -36,12 +41,27 @@ from os import path as osp
 # 0.40x the demo teacher's parameters, cut in width only (dim 16 -> 10, the same depth and heads); see DESIGN.md
 STUDENT = {'type': 'Restormer', 'dim': 10, 'num_blocks': [2, 2, 2, 2], 'num_refinement_blocks': 1,
            'heads': [1, 2, 4, 8], 'ffn_expansion_factor': 2.66, 'bias': False, 'LayerNorm_type': 'BiasFree'}
+LEVELS = ('encoder_level1', 'encoder_level2', 'encoder_level3', 'latent', 'decoder_level3', 'decoder_level2',
+          'decoder_level1', 'refinement')
+FULL_RESOLUTION = ('encoder_level1', 'decoder_level1', 'refinement')
+OUTPUT_KD = {'output_opt': {'type': 'L1Loss', 'loss_weight': 1.0}}
+FEATURE_LOSS = {'type': 'SKDFeatureLoss', 'loss_weight': 0.1, 'mca_weight': 1.0, 'sigma': 1.0, 'temperature': 'auto',
+                'branches': ['direct', 'channel', 'spatial'], 'spatial_softmax': 'contracted'}
+PAPER = {'feature_opt': FEATURE_LOSS,
+         'contrast_opt': {'type': 'SKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher',
+                          'positive': 'teacher'}}
+# name -> (what it tests, train options added to L1, distill.features pairs or None, whether SKDModel runs it)
 VARIANTS = {
-    'scratch': 'L1 to the ground truth, random initialisation',
-    'scratch_init': 'L1 to the ground truth, initialised from the teacher by weight selection',
-    'output_kd': 'L1 to the ground truth + L1 to the teacher output, random initialisation',
-    'output_kd_init': 'L1 to the ground truth + L1 to the teacher output, initialised from the teacher',
+    'scratch': ('L1 to the ground truth', {}, None, False),
+    'output_kd': ('+ L1 to the teacher output', OUTPUT_KD, None, True),
+    'skd_paper': ('+ L_GK (8 levels, 3 branches, exact spatial) + L_CL (teacher space), 0.1 / 0.1', PAPER, 'exact',
+                  True),
+    'gk': ('+ L_GK (8 levels, 3 branches, 8x8 windows at full resolution), 0.1', {'feature_opt': FEATURE_LOSS},
+           'window', True),
+    'gk_kd': ('+ L_GK as gk + L1 to the teacher output', dict(OUTPUT_KD, feature_opt=FEATURE_LOSS), 'window', True),
 }
+VARIANTS.update({f'{name}_init': (f'{what}; initialised from the teacher', train, pairs, skd)
+                 for name, (what, train, pairs, skd) in list(VARIANTS.items())})
 
 
 def variant_options(variant, seed, folders, iters, teacher, init_weights):
@@ -49,13 +69,21 @@ def variant_options(variant, seed, folders, iters, teacher, init_weights):
     from skd_basicsr.tools.demo import BUDGETS, TEACHER, stage_options
 
     opt = stage_options(f'study_{variant}_s{seed}', folders, dict(BUDGETS['full'], iter=iters), STUDENT, seed=seed)
-    if variant.endswith('_init'):
-        opt['path']['pretrain_network_g'] = init_weights
-    if variant.startswith('output_kd'):
-        opt['model_type'] = 'SKDModel'
-        opt['network_t'] = deepcopy(TEACHER)
-        opt['path'].update({'pretrain_network_t': teacher, 'param_key_t': 'params', 'strict_load_t': True})
-        opt['train']['output_opt'] = {'type': 'L1Loss', 'loss_weight': 1.0}
+    _, train, pairs, skd = VARIANTS[variant]
+    init = variant.endswith('_init')
+    if not skd:
+        if init:
+            opt['path']['pretrain_network_g'] = init_weights
+        return opt
+    opt['model_type'] = 'SKDModel'
+    opt['network_t'] = deepcopy(TEACHER)
+    opt['path'].update({'pretrain_network_t': teacher, 'param_key_t': 'params', 'strict_load_t': True})
+    opt['train'].update(deepcopy(train))
+    opt['distill'] = {'init_from_teacher': init}
+    if pairs:
+        window = {'spatial_window': 8} if pairs == 'window' else {}
+        opt['distill']['features'] = [dict({'student': level, 'teacher': level}, **(
+            window if level in FULL_RESOLUTION else {})) for level in LEVELS]
     return opt
 
 
@@ -166,7 +194,7 @@ def main(argv=None):
     start = time.time()
     folders = write_photos(args.out)
     init_weights = None
-    if any(v.endswith('_init') for v in args.variants):
+    if any(v.endswith('_init') and not VARIANTS[v][3] for v in args.variants):
         init_weights = shrink_teacher(args.out, args.teacher)
     results = {}
     for seed in args.seeds:  # seed-major, so that a cut-short study has complete pairs
