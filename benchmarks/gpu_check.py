@@ -517,7 +517,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         parser.error('CUDA is not available here: run with --device cpu --smoke for the CPU version.')
-    import skd_basicsr  # noqa: F401  (the compatibility layer, before anything of basicsr)
+    import skd_basicsr  # the compatibility layer, before anything of basicsr
+    import basicsr
 
     dev = Device(args.device)
     cfg = SMOKE if args.smoke else FULL
@@ -543,7 +544,8 @@ def main(argv=None):
     head = [
         f'## GPU check, {datetime.datetime.now():%Y-%m-%d %H:%M}', '',
         f'Command: `python benchmarks/gpu_check.py {" ".join(shlex.quote(a) for a in sys.argv[1:])}`', '',
-        f'{dev.describe()}; torch {torch.__version__}, Python {platform.python_version()}; '
+        f'{dev.describe()}; torch {torch.__version__}, Python {platform.python_version()}, basicsr '
+        f'{basicsr.__version__} ({osp.dirname(basicsr.__file__)}), skd_basicsr {skd_basicsr.__version__}; '
         f'{"smoke sizes" if args.smoke else "full sizes"}; {time.time() - START:.0f} s in all. {verdict}', ''
     ]
     text = '\n'.join(head + body)

@@ -35,7 +35,8 @@ if ! compgen -G "$WHEELS/*.whl" >/dev/null; then
     echo "No wheels in $WHEELS: build them with 'bash scripts/gpu_wheels.sh' where pip reaches PyPI." >&2
     exit 2
 fi
-"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
+PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" "$WHEELS"/*.whl
 export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUTDIR"

@@ -83,3 +83,12 @@ def test_windowed_and_exact_options_replace_the_shipped_spatial_forms():
     }]
     assert not gpu_check.ships_spatial_forms(gpu_check.with_windows(opt, [None, None]))
     assert opt['distill']['features'][1]['spatial_window'] == 4  # the option file's own stay as they were
+
+
+def test_a_failing_section_leaves_the_others_and_exit_status_1(tmp_path):
+    out = tmp_path / 'RESULTS_gpu.md'
+    code = gpu_check.main(['--device', 'cpu', '--smoke', '--opt', str(tmp_path / 'missing.yml'), '--out', str(out)])
+    text = out.read_text()
+    assert code == 1
+    assert 'FAILED sections: iteration, latency, bf16.' in text
+    assert re.search(r'^\| global \| float32 \|.*\| yes \|$', text, re.MULTILINE)  # mca needs no option file
