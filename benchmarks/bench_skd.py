@@ -124,8 +124,8 @@ def step_cases(models, batch):
     def cl_passes(i):
         anchor = output_t.clone().requires_grad_(True)
         with torch.no_grad():
-            cri.features(output_t)
-        feats = cri.features(anchor)
+            cri.space(output_t)
+        feats = cri.space(anchor)
         sum(f.mean() for f in feats.values()).backward()
 
     cases = {'student': models['student'].optimize_parameters, 'floor': floor,
@@ -183,9 +183,9 @@ def teacher_variants(skd, lq, rounds, bf16_rounds):
             l_gk, _ = skd.cri_feat(student, [feats_t[p['teacher']] for p in skd.pairs])
             losses[name] = {'l_gk': float(l_gk)}
             if skd.cri_contrast is not None:
-                neg = {layer: feats_t[layer] for layer in skd.cri_contrast.layers}
+                neg = skd.cri_contrast.space.recorded(feats_t)
                 with autocast(bf16):
-                    l_cl = skd.cri_contrast(out_s, skd.cri_contrast.positives(out_t, skd.gt), lq, negative_feats=neg)
+                    l_cl = skd.cri_contrast(out_s, out_t, lq, gt=skd.gt, negative_feats=neg)
                 losses[name]['l_cl'] = float(l_cl)
     rel = {k: abs(losses['bf16'][k] - losses['float32'][k]) / abs(losses['float32'][k]) for k in losses['float32']}
     return medians, losses, rel
