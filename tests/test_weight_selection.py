@@ -417,7 +417,7 @@ def test_shrink_writes_a_checkpoint_the_student_loads_strictly(shrink_files, cap
 @pytest.mark.parametrize('change, message', [
     (lambda out, teacher: out.write_bytes(b'keep me'), 'exists; remove it'),
     (lambda out, teacher: teacher.unlink(), 'no such file'),
-    (lambda out, teacher: None, "no param key 'params'; the file has \\['params_ema'\\]"),
+    (lambda out, teacher: None, "no --param_key 'params' in the file; it has \\['params_ema'\\]"),
 ])
 def test_shrink_refuses_with_a_message(shrink_files, capsys, change, message):
     opt, teacher, out = shrink_files
