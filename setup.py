@@ -8,6 +8,7 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['skd_basicsr', 'skd_basicsr.*']),
+    package_data={'skd_basicsr.tools': ['demo_teacher.pth']},  # the demo's trained teacher (docs/demo/teacher)
     python_requires='>=3.9',
     # basicsr 1.4.2 is a source package whose build imports torch: install torch first and basicsr with
     # --no-build-isolation (scripts/install.sh does), or pip downloads a second torch just to build it.

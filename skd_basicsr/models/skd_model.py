@@ -102,7 +102,8 @@ class SKDModel(SRModel):
         return net_t
 
     def init_student_from_teacher(self):
-        """Weight selection of the student from the loaded teacher (``distill.init_from_teacher``), fresh starts only."""
+        """Weight selection of the student from the loaded teacher (``distill.init_from_teacher``); fresh starts
+        only."""
         logger = get_root_logger()
         if self.opt['path'].get('resume_state'):
             logger.info('distill.init_from_teacher: resuming, so the student continues from its own checkpoint.')

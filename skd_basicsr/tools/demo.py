@@ -1,9 +1,12 @@
 """``basicsr demo``: an offline end-to-end proof on real photos, through BasicSR's own training pipeline.
 
-From the colour photos that ship inside scikit-image: a train / held-out split, a small Restormer teacher trained
-for Gaussian colour denoising at sigma 25, then one small student trained three times from the same seed for the
-same iterations (from scratch, with output-L1 distillation, with SKD), and all four evaluated on the
-held-out photos. Each stage is an ordinary option file (written to OUT/options) run by ``train_pipeline``.
+Gaussian colour denoising at sigma 25 on the colour photos that ship inside scikit-image (a train / held-out split).
+The teacher, a small Restormer trained once until its held-out PSNR flattened, ships with the package
+(``demo_teacher.pth``; ``--train-teacher`` re-makes it). One student, 0.40x the teacher's parameters, is then trained
+the same number of iterations from the same seed in five ways (:data:`STUDENTS`): alone, alone from the teacher's
+selected weights, with output-L1 distillation, with the recommended SKD setting and with the paper's form of SKD.
+All six networks are scored on the held-out photos. Each stage is an ordinary option file (written to OUT/options)
+run by ``train_pipeline``; ``benchmarks/kd_study.py`` trains the same variants on paired seeds.
 """
 import json
 import os
@@ -23,15 +26,44 @@ MAX_SIDE = 512
 SIGMA = 25
 TEACHER = {'type': 'Restormer', 'dim': 16, 'num_blocks': [2, 2, 2, 2], 'num_refinement_blocks': 1,
            'heads': [1, 2, 4, 8], 'ffn_expansion_factor': 2.66, 'bias': False, 'LayerNorm_type': 'BiasFree'}
-STUDENT = {'type': 'Restormer', 'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1,
+# 0.40x the teacher's parameters, cut in width only (dim 16 -> 10, the same depth and heads): students cut in depth
+# and width at once are where distillation is known to fail (MiPKD, ICLR 2025), and a student of the teacher's
+# depth takes every teacher block when initialised from it
+STUDENT = {'type': 'Restormer', 'dim': 10, 'num_blocks': [2, 2, 2, 2], 'num_refinement_blocks': 1,
            'heads': [1, 2, 4, 8], 'ffn_expansion_factor': 2.66, 'bias': False, 'LayerNorm_type': 'BiasFree'}
+TEACHER_WEIGHTS = osp.join(osp.dirname(osp.abspath(__file__)), 'demo_teacher.pth')
+# iterations of the teacher (only with --train-teacher; the shipped one had 8000) and of every student, patch, batch
+BUDGETS = {'full': {'teacher_iter': 8000, 'student_iter': 600, 'gt_size': 48, 'batch': 4},
+           'quick': {'teacher_iter': 20, 'student_iter': 10, 'gt_size': 32, 'batch': 2}}
+
 LEVELS = ('encoder_level1', 'encoder_level2', 'encoder_level3', 'latent', 'decoder_level3', 'decoder_level2',
           'decoder_level1', 'refinement')
-# iterations (teacher, each student), patch, batch: the full run took 20.1 min, --quick under 1 min, on 2 cores
-BUDGETS = {'full': {'teacher_iter': 1000, 'student_iter': 600, 'gt_size': 48, 'batch': 4},
-           'quick': {'teacher_iter': 20, 'student_iter': 10, 'gt_size': 32, 'batch': 2}}
-STUDENTS = ('scratch', 'output_kd', 'skd')
-LABELS = {'teacher': 'teacher', 'scratch': 'scratch', 'output_kd': 'output-KD', 'skd': 'SKD'}
+FULL_RESOLUTION = ('encoder_level1', 'decoder_level1', 'refinement')
+OUTPUT_KD = {'output_opt': {'type': 'L1Loss', 'loss_weight': 1.0}}
+FEATURE_LOSS = {'type': 'SKDFeatureLoss', 'loss_weight': 0.1, 'mca_weight': 1.0, 'sigma': 1.0, 'temperature': 'auto',
+                'branches': ['direct', 'channel', 'spatial'], 'spatial_softmax': 'contracted'}
+PAPER = {'feature_opt': FEATURE_LOSS,
+         'contrast_opt': {'type': 'SKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher',
+                          'positive': 'teacher'}}
+# Student variants: name -> (what it adds to L1 to the ground truth, train options, the spatial MCA form of the
+# distilled levels (None: no features distilled), whether SKDModel runs it). A name ending in _init starts from the
+# teacher's selected weights (basicsr shrink for SRModel, distill.init_from_teacher for SKDModel).
+VARIANTS = {
+    'scratch': ('nothing', {}, None, False),
+    'output_kd': ('L1 to the teacher output', OUTPUT_KD, None, True),
+    'skd_paper': ('L_GK (8 levels, 3 branches, exact spatial) + L_CL (teacher space), alpha2 = alpha3 = 0.1', PAPER,
+                  'exact', True),
+    'gk': ('L_GK (8 levels, 3 branches, 8x8 spatial windows at full resolution), alpha2 = 0.1',
+           {'feature_opt': FEATURE_LOSS}, 'window', True),
+    'gk_kd': ('L_GK as gk + L1 to the teacher output', dict(OUTPUT_KD, feature_opt=FEATURE_LOSS), 'window', True),
+}
+VARIANTS.update({f'{name}_init': (f'{what}; initialised from the teacher', train, form, skd)
+                 for name, (what, train, form, skd) in list(VARIANTS.items())})
+# what the demo trains: results.json key -> variant. `skd` is the project's recommended setting (docs/kd_study.md)
+STUDENTS = {'scratch': 'scratch', 'scratch_init': 'scratch_init', 'output_kd': 'output_kd', 'skd': 'gk_kd_init',
+            'skd_paper': 'skd_paper'}
+LABELS = {'teacher': 'teacher', 'scratch': 'scratch', 'scratch_init': 'scratch, init', 'output_kd': 'output-KD',
+          'skd': 'SKD', 'skd_paper': 'SKD (paper)'}
 
 
 def write_photos(out):
@@ -74,23 +106,64 @@ def stage_options(name, folders, budget, network, seed=0):
     }
 
 
-def student_options(kind, folders, budget, teacher_weights):
-    opt = stage_options(f'demo_student_{kind}', folders, budget, STUDENT)
-    if kind == 'scratch':
+def teacher_options(folders, iters):
+    """The teacher's stage: the stage options plus the held-out PSNR every 500 iterations, the curve that shows
+    when its training has flattened (the last weights are kept whatever the curve says)."""
+    opt = stage_options('demo_teacher', folders, dict(BUDGETS['full'], iter=iters), TEACHER)
+    opt['datasets']['val'] = held_out_options(folders)
+    opt['val'] = {'val_freq': min(500, iters), 'save_img': False,
+                  'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}}
+    opt['logger'].update(print_freq=min(100, iters), save_checkpoint_freq=min(500, iters))
+    return opt
+
+
+def student_options(variant, name, folders, budget, teacher_weights, init_weights=None, seed=0):
+    """The option dict of one student run of ``variant`` (a key of :data:`VARIANTS`).
+
+    Args:
+        variant (str): The variant.
+        name (str): Experiment name.
+        folders (dict): Photo folders from :func:`write_photos`.
+        budget (dict): ``iter``, ``gt_size``, ``batch``.
+        teacher_weights (str): Teacher checkpoint (key ``params``).
+        init_weights (str | None): The teacher-selected student (:func:`shrink_student`), for the plain ``_init``
+            variants. Default: None.
+        seed (int): ``manual_seed``: the student's random initialisation, the batches and the noise. Default: 0.
+    """
+    opt = stage_options(name, folders, budget, STUDENT, seed=seed)
+    _, train, form, skd = VARIANTS[variant]
+    init = variant.endswith('_init')
+    if not skd:
+        opt['path']['pretrain_network_g'] = init_weights if init else None
         return opt
     opt['model_type'] = 'SKDModel'
     opt['network_t'] = deepcopy(TEACHER)
     opt['path'].update({'pretrain_network_t': teacher_weights, 'param_key_t': 'params', 'strict_load_t': True})
-    if kind == 'output_kd':
-        opt['train']['output_opt'] = {'type': 'L1Loss', 'loss_weight': 1.0}
-        return opt
-    opt['distill'] = {'features': [{'student': level, 'teacher': level} for level in LEVELS]}
-    opt['train']['feature_opt'] = {'type': 'SKDFeatureLoss', 'loss_weight': 0.1, 'mca_weight': 1.0, 'sigma': 1.0,
-                                   'temperature': 'auto', 'branches': ['direct', 'channel', 'spatial'],
-                                   'spatial_softmax': 'contracted'}
-    opt['train']['contrast_opt'] = {'type': 'SKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher',
-                                    'positive': 'teacher'}
+    opt['train'].update(deepcopy(train))
+    opt['distill'] = {'init_from_teacher': init}
+    if form:
+        window = {'spatial_window': 8} if form == 'window' else {}
+        opt['distill']['features'] = [dict({'student': level, 'teacher': level}, **(
+            window if level in FULL_RESOLUTION else {})) for level in LEVELS]
     return opt
+
+
+def shrink_student(out, teacher_weights):
+    """``basicsr shrink`` of :data:`STUDENT` from the teacher into ``out/student_init.pth`` (once; it has no seed)."""
+    import yaml
+
+    from skd_basicsr.tools import shrink
+
+    path = osp.join(out, 'student_init.pth')
+    if osp.isfile(path):
+        return path
+    opt_path = osp.join(out, 'options', 'student.yml')
+    os.makedirs(osp.dirname(opt_path), exist_ok=True)
+    with open(opt_path, 'w') as f:
+        yaml.safe_dump({'network_g': deepcopy(STUDENT)}, f, sort_keys=False)
+    if shrink.main(['-opt', opt_path, '--teacher', teacher_weights, '--out', path]) != 0:
+        raise RuntimeError(f'basicsr shrink of the demo student from {teacher_weights} failed (see above).')
+    return path
 
 
 def run_stage(opt, out):
@@ -158,9 +231,13 @@ def evaluate(network, weights, folders):
     return per_image, outputs
 
 
+def held_out_options(folders):
+    return {'name': 'skimage_held_out', 'type': 'GaussianDenoiseDataset', 'dataroot_gt': folders['val'],
+            'io_backend': {'type': 'disk'}, 'sigma': SIGMA, 'in_ch': 3}
+
+
 def held_out_dataset(folders, build_dataset):
-    return build_dataset({'name': 'skimage_held_out', 'type': 'GaussianDenoiseDataset', 'phase': 'val',
-                          'dataroot_gt': folders['val'], 'io_backend': {'type': 'disk'}, 'sigma': SIGMA, 'in_ch': 3})
+    return build_dataset(dict(held_out_options(folders), phase='val'))
 
 
 def summarise(per_image):
@@ -169,12 +246,12 @@ def summarise(per_image):
 
 
 def comparison_figure(path, noisy, clean, outputs, crop=128, zoom=2):
-    """Crops of noisy / teacher / scratch / output-KD / SKD / clean side by side, labelled."""
+    """Crops of the noisy input, the teacher, every student and the clean photo side by side, labelled."""
     h, w = clean.shape[:2]
     top, left = (h - crop) // 2, (w - crop) // 2
-    panels = [('noisy', noisy)] + [(LABELS[k], outputs[k]) for k in ('teacher', ) + STUDENTS] + [('clean', clean)]
+    panels = [('noisy', noisy)] + [(LABELS[k], outputs[k]) for k in ('teacher', ) + tuple(STUDENTS)]
     tiles = []
-    for label, img in panels:
+    for label, img in panels + [('clean', clean)]:
         tile = cv2.resize(img[top:top + crop, left:left + crop], None, fx=zoom, fy=zoom,
                           interpolation=cv2.INTER_NEAREST)
         tile = cv2.copyMakeBorder(tile, 28, 0, 0, 4, cv2.BORDER_CONSTANT, value=(255, 255, 255))
@@ -183,22 +260,26 @@ def comparison_figure(path, noisy, clean, outputs, crop=128, zoom=2):
     cv2.imwrite(path, np.concatenate(tiles, axis=1))
 
 
-def results_table(results, noisy_psnr, budget, minutes):
-    lines = ['| model | PSNR (dB) | SSIM | params | MACs (G) | latency (ms) |',
-             '| --- | ---: | ---: | ---: | ---: | ---: |', f'| noisy input | {noisy_psnr:.2f} | | | | |']
-    for key in ('teacher', ) + STUDENTS:
+def results_table(results, noisy_psnr, budget):
+    lines = ['| model | PSNR (dB) | SSIM | params | MACs (G) | latency (ms) | training (min) |',
+             '| --- | ---: | ---: | ---: | ---: | ---: | ---: |', f'| noisy input | {noisy_psnr:.2f} | | | | | |']
+    for key in ('teacher', ) + tuple(STUDENTS):
         r = results[key]
+        minutes = f'{r["minutes"]:.1f}' if 'minutes' in r else ''
         lines.append(f'| {LABELS[key]} | {r["psnr"]:.2f} | {r["ssim"]:.4f} | {r["params"]:,} | '
-                     f'{r["macs"] / 1e9:.3f} | {r["latency_ms"]:.1f} |')
+                     f'{r["macs"] / 1e9:.3f} | {r["latency_ms"]:.1f} | {minutes} |')
     t, s = results['teacher']['psnr'], results['scratch']['psnr']
     gap = t - s
-    closed = (results['skd']['psnr'] - s) / gap if gap > 0 else float('nan')
+    closed = {key: (results[key]['psnr'] - s) / gap if gap > 0 else float('nan') for key in STUDENTS}
+    run = results['run']
     lines += ['', f'Held-out photos: {", ".join(HELD_OUT_PHOTOS)} (scikit-image), Gaussian noise sigma {SIGMA}, fixed '
               'per image; PSNR/SSIM on RGB, no border crop.',
-              f'Teacher {budget["teacher_iter"]} iterations, each student {budget["student_iter"]} iterations '
-              f'(same seed), patches {budget["gt_size"]}, batch {budget["batch"]}; {minutes:.1f} min in all.',
-              f'Teacher - scratch gap: {gap:.2f} dB; SKD closes {closed:.0%} of it; SKD - output-KD: '
-              f'{results["skd"]["psnr"] - results["output_kd"]["psnr"]:+.2f} dB.',
+              f'Teacher: {run["teacher"]}. Each student {budget["student_iter"]} iterations from the same seed, '
+              f'patches {budget["gt_size"]}, batch {budget["batch"]}; {run["minutes"]:.1f} min in all.',
+              f'SKD is the recommended setting, `{STUDENTS["skd"]}`: {VARIANTS[STUDENTS["skd"]][0]}. SKD (paper): '
+              f'{VARIANTS["skd_paper"][0]}.',
+              f'Teacher - scratch gap: {gap:.2f} dB; closed by ' + ', '.join(
+                  f'{LABELS[key]} {closed[key]:.0%}' for key in STUDENTS if key != 'scratch') + '.',
               'MACs: thop at 256x256 (convolutions; attention matmuls not counted); latency: median CPU forward.']
     return '\n'.join(lines) + '\n'
 
@@ -206,6 +287,9 @@ def results_table(results, noisy_psnr, budget, minutes):
 def build_parser():
     parser = command_parser('basicsr demo', __doc__)
     parser.add_argument('--quick', action='store_true', help='a few iterations: checks the path, not the method')
+    parser.add_argument('--train-teacher', action='store_true',
+                        help=f'train the teacher ({BUDGETS["full"]["teacher_iter"]} iterations, about 40 min on 2 '
+                        'cores; 20 with --quick) instead of loading the one shipped with the package')
     parser.add_argument('--out', default='demo_out', help='output folder. Default: demo_out')
     return parser
 
@@ -215,14 +299,15 @@ def main(argv=None):
 
 
 def run(args):
-    """Train the demo's nets, score them on the held-out photos and write results.json, results.md and
-    comparison.png."""
+    """Load (or train) the teacher, train the students, score them on the held-out photos and write results.json,
+    results.md and comparison.png."""
     import torch
 
     import skd_basicsr  # noqa: F401  (registries)
     from basicsr.data import build_dataset
-    from basicsr.utils import tensor2img
     from basicsr.metrics import calculate_psnr
+    from basicsr.utils import tensor2img
+    from skd_basicsr.errors import OptionError
     from skd_basicsr.tools.flops import measure
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -231,26 +316,44 @@ def run(args):
     os.makedirs(out, exist_ok=True)
     start = time.time()
     folders = write_photos(out)
+    stages = len(STUDENTS) + 1
 
     def stage(i, text):
-        print(f'[demo] stage {i}/5: {text} ({(time.time() - start) / 60:.1f} min so far)', flush=True)
+        print(f'[demo] stage {i}/{stages}: {text} ({(time.time() - start) / 60:.1f} min so far)', flush=True)
 
-    stage(1, f'teacher {TEACHER["dim"]}-channel Restormer, {budget["teacher_iter"]} iterations')
-    teacher_opt = stage_options('demo_teacher', folders, dict(budget, iter=budget['teacher_iter']), TEACHER)
-    weights = {'teacher': run_stage(teacher_opt, out)}
-    for i, kind in enumerate(STUDENTS, start=2):
-        stage(i, f'{LABELS[kind]} student, {budget["student_iter"]} iterations')
-        student_budget = dict(budget, iter=budget['student_iter'])
-        weights[kind] = run_stage(student_options(kind, folders, student_budget, weights['teacher']), out)
+    if args.train_teacher:
+        stage(1, f'teacher {TEACHER["dim"]}-channel Restormer, {budget["teacher_iter"]} iterations')
+        weights = {'teacher': run_stage(teacher_options(folders, budget['teacher_iter']), out)}
+        teacher_note = f'trained here, {budget["teacher_iter"]} iterations ({weights["teacher"]})'
+    else:
+        if not osp.isfile(TEACHER_WEIGHTS):
+            raise OptionError(f'The demo teacher {TEACHER_WEIGHTS} is missing from this installation; run '
+                              '`basicsr demo --train-teacher` to train it (about 40 min on 2 cores).')
+        stage(1, f'teacher {TEACHER["dim"]}-channel Restormer, shipped weights {TEACHER_WEIGHTS}')
+        weights = {'teacher': TEACHER_WEIGHTS}
+        teacher_note = f'shipped with the package ({BUDGETS["full"]["teacher_iter"]} iterations, docs/demo/teacher)'
+    init_weights = shrink_student(out, weights['teacher'])
+    minutes = {}
+    student_budget = dict(budget, iter=budget['student_iter'])
+    for i, (key, variant) in enumerate(STUDENTS.items(), start=2):
+        stage(i, f'{LABELS[key]} student ({variant}), {budget["student_iter"]} iterations')
+        began = time.time()
+        opt = student_options(variant, f'demo_student_{key}', folders, student_budget, weights['teacher'],
+                              init_weights)
+        weights[key] = run_stage(opt, out)
+        minutes[key] = round((time.time() - began) / 60, 2)
 
     print('[demo] evaluating on the held-out photos', flush=True)
     results, outputs = {}, {}
-    for key in ('teacher', ) + STUDENTS:
+    for key in ('teacher', ) + tuple(STUDENTS):
         network = TEACHER if key == 'teacher' else STUDENT
         per_image, outputs[key] = evaluate(network, weights[key], folders)
         cost = measure(network, (256, 256), 3)
         results[key] = dict(summarise(per_image), params=cost['params'], macs=cost['macs'],
-                            latency_ms=cost['latency_ms'], network=network, weights=osp.relpath(weights[key], out))
+                            latency_ms=cost['latency_ms'], network=network,
+                            weights=osp.relpath(weights[key], out))
+        if key in STUDENTS:
+            results[key].update(variant=STUDENTS[key], minutes=minutes[key])
     dataset = held_out_dataset(folders, build_dataset)
     noisy = {}
     for i in range(len(dataset)):
@@ -263,16 +366,17 @@ def run(args):
     first = HELD_OUT_PHOTOS[0]
     comparison_figure(osp.join(out, 'comparison.png'), noisy[first][0], noisy[first][1],
                       {k: v[first] for k, v in outputs.items()})
-    minutes = (time.time() - start) / 60
-    results['run'] = {'budget': budget, 'minutes': round(minutes, 2), 'sigma': SIGMA, 'held_out': HELD_OUT_PHOTOS,
-                      'train': TRAIN_PHOTOS, 'quick': args.quick}
+    results['run'] = {'budget': budget, 'minutes': round((time.time() - start) / 60, 2), 'sigma': SIGMA,
+                      'held_out': HELD_OUT_PHOTOS, 'train': TRAIN_PHOTOS, 'quick': args.quick,
+                      'teacher': teacher_note}
     with open(osp.join(out, 'results.json'), 'w') as f:
         json.dump(results, f, indent=2)
-    table = results_table(results, noisy_psnr, budget, minutes)
+    table = results_table(results, noisy_psnr, budget)
     with open(osp.join(out, 'results.md'), 'w') as f:
         f.write(table)
     print(table)
-    print(f'[demo] wrote {osp.join(out, "results.json")}, results.md and comparison.png in {minutes:.1f} min')
+    print(f'[demo] wrote {osp.join(out, "results.json")}, results.md and comparison.png in '
+          f'{results["run"]["minutes"]:.1f} min')
     return 0
 
 
