@@ -1,6 +1,6 @@
 """Variants of the demo's student runs, scored on the same held-out photos: what each SKD setting gives.
 
-Run ``basicsr demo --out DIR`` first: it trains the teacher and writes the student option files
+Run ``basicsr demo --out DIR`` first: it loads the teacher and writes the student option files
 (``DIR/options/demo_student_*.yml``). Each variant here is one of those files with ``--force_yml`` changes; it is
 trained with ``basicsr train`` (same data, seed and teacher as the demo) and scored as the demo scores its
 students. Results are appended to ``DIR/ablation.json`` (one entry per variant, re-running a variant replaces it)
@@ -28,20 +28,20 @@ def budget(iters):
 
 # name -> (demo option file it starts from, --force_yml entries, what it tests)
 VARIANTS = {
-    'cl_0.01': ('skd', ['train:contrast_opt:loss_weight=0.01'], 'alpha3 0.01 (L_GK kept at 0.1)'),
-    'cl_0.001': ('skd', ['train:contrast_opt:loss_weight=0.001'], 'alpha3 0.001 (L_GK kept at 0.1)'),
-    'cl_both': ('skd', ['train:contrast_opt:positive=both'], 'L_CL positive: both teacher output and GT'),
-    'cl_gt': ('skd', ['train:contrast_opt:positive=gt'], 'L_CL positive: GT'),
-    'gk_only_w1': ('skd', ['train:contrast_opt:loss_weight=0', 'train:feature_opt:loss_weight=1.0'],
+    'cl_0.01': ('skd_paper', ['train:contrast_opt:loss_weight=0.01'], 'alpha3 0.01 (L_GK kept at 0.1)'),
+    'cl_0.001': ('skd_paper', ['train:contrast_opt:loss_weight=0.001'], 'alpha3 0.001 (L_GK kept at 0.1)'),
+    'cl_both': ('skd_paper', ['train:contrast_opt:positive=both'], 'L_CL positive: both teacher output and GT'),
+    'cl_gt': ('skd_paper', ['train:contrast_opt:positive=gt'], 'L_CL positive: GT'),
+    'gk_only_w1': ('skd_paper', ['train:contrast_opt:loss_weight=0', 'train:feature_opt:loss_weight=1.0'],
                    'L_GK alone at alpha2 1.0 (sigma 1)'),
-    'gk_only_levels3': ('skd', ['train:contrast_opt:loss_weight=0',
+    'gk_only_levels3': ('skd_paper', ['train:contrast_opt:loss_weight=0',
                                 'distill:features=[encoder_level1, latent, refinement]'],
                         'L_GK alone, 3 levels (encoder_level1, latent, refinement)'),
-    'temp_1e-6': ('skd', ['train:contrast_opt:loss_weight=0', 'train:feature_opt:temperature=1.0e-6'],
+    'temp_1e-6': ('skd_paper', ['train:contrast_opt:loss_weight=0', 'train:feature_opt:temperature=1.0e-6'],
                   'L_GK alone, MCA temperature 1e-6'),
     'scratch_1800': ('scratch', budget(1800), 'scratch student, 1800 iterations'),
     'output_kd_1800': ('output_kd', budget(1800), 'output-KD student, 1800 iterations'),
-    'skd_1800': ('skd', budget(1800), 'SKD as the demo, 1800 iterations'),
+    'skd_1800': ('skd', budget(1800), 'SKD as the demo recommends it, 1800 iterations'),
 }
 
 
@@ -72,8 +72,10 @@ def read_json(path):
 
 
 def table(results, demo_results):
+    from skd_basicsr.tools.demo import STUDENTS
+
     lines = ['| variant | what | PSNR (dB) | SSIM | minutes |', '| --- | --- | ---: | ---: | ---: |']
-    for key in ('teacher', 'scratch', 'output_kd', 'skd'):
+    for key in ('teacher', ) + tuple(STUDENTS):
         if key in demo_results:
             lines.append(f'| demo {key} | demo default | {demo_results[key]["psnr"]:.2f} | '
                          f'{demo_results[key]["ssim"]:.4f} | |')
