@@ -35,7 +35,7 @@ VARIANTS = {
     'gk_only_w1': ('skd_paper', ['train:contrast_opt:loss_weight=0', 'train:feature_opt:loss_weight=1.0'],
                    'L_GK alone at alpha2 1.0 (sigma 1)'),
     'gk_only_levels3': ('skd_paper', ['train:contrast_opt:loss_weight=0',
-                                'distill:features=[encoder_level1, latent, refinement]'],
+                                      'distill:features=[encoder_level1, latent, refinement]'],
                         'L_GK alone, 3 levels (encoder_level1, latent, refinement)'),
     'temp_1e-6': ('skd_paper', ['train:contrast_opt:loss_weight=0', 'train:feature_opt:temperature=1.0e-6'],
                   'L_GK alone, MCA temperature 1e-6'),

@@ -14,7 +14,8 @@ COMMANDS = {
     'flops': ('skd_basicsr.tools.flops', 'params, MACs (thop) and CPU latency of network_g and network_t'),
     'demo': ('skd_basicsr.tools.demo', 'offline end-to-end proof on real photos: teacher, scratch, output-KD, SKD'),
     'lmdb': ('skd_basicsr.tools.lmdb', 'pack an image folder into a BasicSR LMDB (meta_info.txt), checking names'),
-    'shrink': ('skd_basicsr.tools.shrink', 'initialise a smaller network_g from a teacher checkpoint (weight selection)'),
+    'shrink': ('skd_basicsr.tools.shrink', 'initialise a smaller network_g from a teacher checkpoint (weight '
+               'selection)'),
     'infer': ('skd_basicsr.tools.infer', 'restore an image, folder or glob with any BasicSR network (tiled; PyTorch or '
               '--onnx)'),
     'export': ('skd_basicsr.tools.export', 'write a network as ONNX (dynamic H/W), checked against PyTorch with '
