@@ -36,6 +36,26 @@ def test_default_config_has_the_official_names_and_shapes(fixtures_dir):
     assert sum(v.numel() for v in Restormer().parameters()) == 26126644  # the 26.13 M of the paper
 
 
+def test_bias_true_has_the_official_key_set(fixtures_dir):
+    # The official constructor passes `bias` to every convolution of the transformer blocks (attn.qkv,
+    # attn.qkv_dwconv, attn.project_out, ffn.project_in, ffn.dwconv, ffn.project_out), to reduce_chan_level3,
+    # reduce_chan_level2 and output (and skip_conv, dual-pixel only), but builds OverlapPatchEmbed(inp_channels, dim)
+    # with its default bias=False, and Downsample/Upsample with bias=False. So a bias=True checkpoint is the
+    # bias=False key set plus a `.bias` beside each of those weights, and nothing else: no patch_embed.proj.bias,
+    # no down*/up*.body.0.bias.
+    with open(osp.join(fixtures_dir, 'restormer_official_keys.txt')) as f:
+        official = {line.split('\t')[0] for line in f if line.strip() and not line.startswith('#')}
+    with_bias = ('attn.qkv.weight', 'attn.qkv_dwconv.weight', 'attn.project_out.weight', 'ffn.project_in.weight',
+                 'ffn.dwconv.weight', 'ffn.project_out.weight')
+    expected = official | {k[:-len('weight')] + 'bias' for k in official if k.endswith(with_bias)}
+    expected |= {'reduce_chan_level3.bias', 'reduce_chan_level2.bias', 'output.bias'}
+    assert set(Restormer(bias=True).state_dict()) == expected
+    assert 'patch_embed.proj.bias' not in expected and 'down1_2.body.0.bias' not in expected
+    dual = Restormer(**dict({k: v for k, v in tiny_restormer(8).items() if k != 'type'}, bias=True, inp_channels=6,
+                            dual_pixel_task=True)).state_dict()
+    assert 'skip_conv.bias' in dual and 'patch_embed.proj.bias' not in dual
+
+
 def test_built_through_basicsr_registry():
     net = build_network(tiny_restormer(8))
     assert isinstance(net, Restormer) and net.encoder_level1[0].attn.qkv.in_channels == 8

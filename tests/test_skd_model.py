@@ -296,6 +296,18 @@ def test_output_distillation_baseline(tmp_path):
     assert nonzero(student) and adapters == [] and all(g is None for g in teacher)
 
 
+@pytest.mark.parametrize('loss_type', ['MSELoss', 'CharbonnierLoss'])
+def test_output_distillation_with_a_loss_that_saves_its_target(tmp_path, loss_type):
+    # MSELoss's backward keeps the target: a teacher output made under inference mode cannot be saved for it
+    opt = make_opt(tmp_path)
+    opt['train']['output_opt'] = {'type': loss_type, 'loss_weight': 1.0}
+    opt['train']['pixel_opt']['loss_weight'] = 0.0
+    model = build_model(opt)
+    student, _, teacher = grads_after_one_backward(model)
+    assert 'l_kd' in model.get_current_log() and nonzero(student) and all(g is None for g in teacher)
+    assert not model.output_t.requires_grad
+
+
 def test_nonfinite_loss_stops_before_the_step_or_skips_it(tmp_path):
     opt = make_opt(tmp_path)
     model = build_model(opt)

@@ -203,7 +203,9 @@ class Restormer(nn.Module):
         num_refinement_blocks (int): Blocks after the decoder, at full resolution. Default: 4.
         heads (list[int]): Attention heads per level. Default: [1, 2, 4, 8].
         ffn_expansion_factor (float): GDFN hidden width over the level width. Default: 2.66.
-        bias (bool): Convolution biases. Default: False.
+        bias (bool): Biases of the transformer blocks' convolutions, the level-3 and level-2 channel reductions,
+            the dual-pixel skip and the output convolution; as in the official code, never of the patch embedding
+            or the down/up-sampling convolutions. Default: False.
         LayerNorm_type (str): 'WithBias' or 'BiasFree' (the official real-denoising models use BiasFree).
             Default: 'WithBias'.
         dual_pixel_task (bool): Dual-pixel defocus deblurring (6 input channels): add a 1x1 skip from the level-1
@@ -226,7 +228,9 @@ class Restormer(nn.Module):
             raise ValueError(f'Restormer needs 4 entries in num_blocks and heads, got {list(num_blocks)} and '
                              f'{list(heads)}.')
         args = (ffn_expansion_factor, bias, LayerNorm_type)
-        self.patch_embed = OverlapPatchEmbed(inp_channels, dim, bias)
+        # the official code leaves OverlapPatchEmbed at its default bias=False whatever `bias` says; checkpoints
+        # trained with bias=True have no patch_embed.proj.bias
+        self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
 
         self.encoder_level1 = _blocks(num_blocks[0], dim, heads[0], *args)
         self.down1_2 = Downsample(dim)

@@ -184,13 +184,18 @@ class SKDModel(SRModel):
         self.optimizer_g.zero_grad()
         with self.taps_s.recording() as feats_s:
             self.output = self.net_g(self.lq)
-        with torch.inference_mode(), self.taps_t.recording() as feats_t:
+        # no_grad, not inference_mode: inference tensors cannot be saved for backward, so a loss whose backward keeps
+        # its target (MSELoss, and any user loss) would fail on the teacher's output and features. The graph is not
+        # recorded either way; inference_mode only also skips version-counter and view bookkeeping, a per-tensor
+        # constant that is nothing beside the teacher's convolutions, and it would cost a clone of every teacher
+        # tensor a loss saves.
+        with torch.no_grad(), self.taps_t.recording() as feats_t:
             self.output_t = self.net_t(self.lq)
 
         terms = self.loss_terms(feats_s, feats_t)
         l_total = sum(value for _, value, summed in terms if summed)
         loss_dict = OrderedDict((name, value) for name, value, _ in terms)
-        if not torch.isfinite(l_total):
+        if not self.finite_on_every_rank(l_total):
             self.log_dict = self.reduce_loss_dict(loss_dict)
             self.handle_nonfinite(current_iter, loss_dict)
             return
@@ -223,17 +228,36 @@ class SKDModel(SRModel):
             terms.append(('l_cl', l_cl, True))
         return terms
 
+    def finite_on_every_rank(self, l_total):
+        """Whether the total loss is finite on every process.
+
+        Under DDP every rank must take the same branch: a rank that skips the backward while the others enter its
+        gradient all-reduce hangs the run, and ranks that step on different iterations drift apart. One all-reduce
+        of a flag (the minimum of finite = 1, non-finite = 0) makes the decision common before anyone steps.
+        """
+        finite = torch.isfinite(l_total.detach()).all()
+        if not self.opt.get('dist', False):
+            return bool(finite)
+        flag = finite.to(torch.float32).reshape(1)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item())
+
     def handle_nonfinite(self, current_iter, loss_dict):
-        """Skip the step (``train.skip_nonfinite: true``) or stop, naming the term and the last good checkpoint."""
+        """Skip the step (``train.skip_nonfinite: true``) or stop, naming the term and the last good checkpoint.
+
+        Every rank comes here together (:meth:`finite_on_every_rank`); a rank whose own terms are finite says that
+        another rank's were not.
+        """
         bad = [name for name, value in loss_dict.items() if not torch.isfinite(value).all()]
+        where = ', '.join(bad) if bad else 'of another rank'
         self.optimizer_g.zero_grad()
         if self.skip_nonfinite:
-            get_root_logger().warning(f'iter {current_iter}: non-finite {", ".join(bad)}; step skipped '
-                                      '(train.skip_nonfinite).')
+            get_root_logger().warning(f'iter {current_iter}: non-finite loss term(s) {where}; step skipped on every '
+                                      'rank (train.skip_nonfinite).')
             return
         last = checkpoint.latest_training_state(self.opt)
         raise FloatingPointError(
-            f'iter {current_iter}: the loss term(s) {", ".join(bad)} became non-finite; training stopped before '
+            f'iter {current_iter}: the loss term(s) {where} became non-finite; training stopped before '
             f'the step, so no weight was touched. Last good checkpoint: {last or "none yet"}. Lower the learning '
             'rate or the loss weights and resume with --auto_resume, or set train.skip_nonfinite: true to skip '
             'such steps.')
