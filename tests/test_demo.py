@@ -18,7 +18,7 @@ def test_quick_demo_writes_results_table_and_figure(tmp_path):
     proc = run_cli(['demo', '--quick', '--out', 'out'], cwd=tmp_path, env={'OMP_NUM_THREADS': '2'})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f'[demo] stage 1/6: teacher 16-channel Restormer, shipped weights {TEACHER_WEIGHTS}' in proc.stdout
-    assert '[demo] stage 5/6: SKD student' in proc.stdout
+    assert '[demo] stage 5/6: recommended student (output_kd_init)' in proc.stdout
     out = tmp_path / 'out'
     results = json.loads((out / 'results.json').read_text())
     assert set(STUDENTS) == {'scratch', 'scratch_init', 'output_kd', 'skd', 'skd_paper'}
@@ -36,7 +36,8 @@ def test_quick_demo_writes_results_table_and_figure(tmp_path):
     assert 0.35 <= ratio <= 0.42
     assert all(results[key]['network'] == results['scratch']['network'] for key in STUDENTS)
     table = (out / 'results.md').read_text()
-    assert '| SKD |' in table and '| SKD (paper) |' in table and '| scratch, init |' in table and 'noisy input' in table
+    for row in ('| recommended |', '| SKD (paper) |', '| scratch, init |', '| noisy input |'):
+        assert row in table
     for key, variant in STUDENTS.items():
         name = f'demo_student_{key}'
         logs = list((out / 'experiments' / name).glob('train_*.log'))  # each stage keeps its own training log
