@@ -1,11 +1,28 @@
-"""Record intermediate features of a network by dotted module name, with forward hooks."""
+"""Record intermediate features of a network by dotted module name, with forward hooks.
+
+A recorded output is the module's own tensor, not a copy, unless the network later changes it in place: BasicSR's
+RRDBNet runs ``LeakyReLU(inplace=True)`` on the output of ``conv1``, so a plain reference to that output would end
+as the activation, not the convolution. The rule, exact and cheap: every tensor carries a version counter that each
+in-place op on it (or on a view of it) increments. The hook notes the version; when the forward is over the taps
+compare. A tap whose output changed is copied (``clone``) by its hook from then on, and only that tap; a network's
+in-place ops are fixed by its code, so one forward finds them all (:meth:`FeatureTaps.find_inplace`, which SKDModel
+runs in its shape probe). A change found in a later recording raises :class:`FeatureChangedInPlace` rather than
+hand over a wrong feature. Tensors made under ``torch.inference_mode()`` have no version counter, so there only the
+taps already found are copied.
+"""
 import difflib
 from collections import OrderedDict
 from contextlib import contextmanager
 
+import torch
+
 
 class _StopForward(Exception):
     """Raised from a hook to end a forward pass once every wanted feature is recorded."""
+
+
+class FeatureChangedInPlace(RuntimeError):
+    """A recorded feature was changed by a later in-place op of the forward pass; its taps now copy it."""
 
 
 class FeatureTaps:
@@ -31,6 +48,8 @@ class FeatureTaps:
             raise ValueError(describe_unknown_names(unknown, modules, label))
         self.names = list(dict.fromkeys(names))
         self.features = OrderedDict()
+        self.copied = set()  # taps whose output a later in-place op changes: their hook records a copy
+        self._versions = {}
         self._recording = False
         self._wanted = None
         self._handles = [modules[name].register_forward_hook(self._hook(name)) for name in self.names]
@@ -40,11 +59,24 @@ class FeatureTaps:
         def record(module, inputs, output):
             if not self._recording:
                 return
+            if name in self.copied:
+                output = output.clone()
+            elif torch.is_tensor(output) and not output.is_inference():
+                self._versions[name] = output._version
             self.features[name] = output
             if self._wanted is not None and self._wanted.issubset(self.features):
                 raise _StopForward
 
         return record
+
+    def _check_unchanged(self):
+        changed = [name for name, version in self._versions.items() if self.features[name]._version != version]
+        if changed:
+            self.copied.update(changed)
+            raise FeatureChangedInPlace(
+                f'the output of {", ".join(changed)} was changed in place later in the forward pass (an inplace '
+                'activation, +=), so what was recorded is not that module\'s output. These taps copy it from now '
+                'on; run the forward again (FeatureTaps.find_inplace does both at start-up).')
 
     @contextmanager
     def recording(self):
@@ -54,12 +86,34 @@ class FeatureTaps:
         caller keeps that dict.
         """
         self.features = OrderedDict()
+        self._versions = {}
         self._recording = True
         try:
             yield self.features
+            self._check_unchanged()
         finally:
             self._recording = False
             self.features = OrderedDict()
+            self._versions = {}
+
+    def find_inplace(self, net, x):
+        """Run ``net(x)`` with every tap recording, and from then on copy the taps whose output a later in-place op
+        changes.
+
+        Args:
+            net (nn.Module): The network these taps are registered on (or its wrapper).
+            x (Tensor): An input, e.g. a zero probe.
+
+        Returns:
+            tuple[Tensor, OrderedDict[str, Tensor]]: The output and the features of a correct forward.
+        """
+        try:
+            with self.recording() as feats:
+                out = net(x)
+        except FeatureChangedInPlace:
+            with self.recording() as feats:
+                out = net(x)
+        return out, feats
 
     def capture(self, net, x, names=None):
         """Run ``net(x)`` only as far as needed to record ``names``, and return those features.
