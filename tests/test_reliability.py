@@ -142,3 +142,39 @@ def test_skd_through_torchrun_cli_saves_and_validates_once(tmp_path):
     assert log.count('Teacher (network_t) on tiny_val') == 1
     models = tmp_path / 'experiments' / 'skd_ddp' / 'models'
     assert sorted(os.listdir(models)) == ['net_g_2.pth', 'net_g_latest.pth']
+
+
+def run_bounded(args, timeout, **kwargs):
+    """Run a command in its own process group; past ``timeout`` stop it (SIGTERM, which torchrun passes on to its
+    workers, then SIGKILL of the group) and fail, so that a hang is a failure, not a stuck suite."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        pytest.fail(f'{args[0]} still running after {timeout} s: hung')
+    return proc.returncode, out + err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which('torchrun') is None, reason='torchrun comes with torch')
+@pytest.mark.parametrize('mode, port', [('skip', 29621), ('stop', 29623)])
+def test_nan_on_one_rank_skips_or_stops_every_rank_without_hanging(tmp_path, mode, port):
+    out = tmp_path / 'seen'
+    worker = osp.join(TESTS, 'ddp_nonfinite_worker.py')
+    returncode, log = run_bounded(['torchrun', '--nproc_per_node=2', f'--master_port={port}', worker, TESTS,
+                                   str(tmp_path), str(out), mode], timeout=150, env=ENV)
+    assert returncode == 0, log[-3000:]
+    seen = [(tmp_path / f'seen.{rank}').read_text().splitlines() for rank in (0, 1)]
+    if mode == 'skip':
+        assert seen[0] == seen[1] == ['iter 1 stepped', 'iter 2 skipped', 'iter 3 stepped', 'replicas identical']
+    else:
+        assert seen[0][1].startswith('stopped at 2: iter 2: the loss term(s) of another rank became non-finite')
+        assert seen[1][1].startswith('stopped at 2: iter 2: the loss term(s) l_pix')
+        assert [seen[0][0]] + seen[0][2:] == [seen[1][0]] + seen[1][2:] == ['iter 1 stepped', 'replicas identical']

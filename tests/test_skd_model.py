@@ -4,10 +4,12 @@ import os
 
 import pytest
 import torch
+from torch import nn
 
 import skd_basicsr  # noqa: F401
 from basicsr.archs import build_network
 from basicsr.models import build_model
+from basicsr.utils.registry import ARCH_REGISTRY
 from skd_basicsr.errors import OptionError
 from skd_basicsr.losses import SKDContrastiveLoss, SKDFeatureLoss
 
@@ -398,3 +400,74 @@ def test_teacher_problems_are_named_before_training(tmp_path, break_it, message)
         save_teacher(tmp_path / 'teacher.pth', opt['network_t'])
     with pytest.raises(OptionError, match=message):
         build_model(opt)
+
+
+@ARCH_REGISTRY.register()
+class ProbeTestBatchNormNet(nn.Module):
+    """A student with BatchNorm, whose running statistics the shape probe must not touch."""
+
+    def __init__(self, channels=8):
+        super().__init__()
+        self.head = nn.Conv2d(3, channels, 3, padding=1)
+        self.bn = nn.BatchNorm2d(channels)
+        self.tail = nn.Conv2d(channels, 3, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.tail(self.bn(self.head(x)))
+
+
+def test_shape_probe_leaves_batchnorm_statistics_and_the_train_mode_alone(tmp_path):
+    opt = make_opt(tmp_path)
+    opt['network_g'] = {'type': 'ProbeTestBatchNormNet'}
+    opt['distill']['features'] = [{'student': 'bn', 'teacher': 'encoder_level1'}]
+    model = build_model(opt)
+    bn = model.net_g.bn
+    assert model.net_g.training and int(bn.num_batches_tracked) == 0
+    assert torch.equal(bn.running_mean, torch.zeros(8)) and torch.equal(bn.running_var, torch.ones(8))
+
+
+class _TensorBoard:
+
+    def __init__(self):
+        self.scalars = {}
+
+    def add_scalar(self, tag, value, step):
+        self.scalars[tag] = (value, step)
+
+
+def test_teacher_metrics_go_to_tensorboard_under_teacher(tmp_path):
+    from basicsr.data import build_dataloader, build_dataset
+    opt = make_opt(tmp_path)
+    model = build_model(opt)
+    loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0, dist=False)
+    tb_logger = _TensorBoard()
+    model.validation(loader, 3, tb_logger, False)
+    value, step = tb_logger.scalars['teacher/metrics/tiny_val/psnr']
+    assert step == 3 and value == pytest.approx(model.teacher_metrics['tiny_val']['psnr'])
+    assert 'metrics/tiny_val/psnr' in tb_logger.scalars  # BasicSR's own, for the student
+
+
+def test_contrast_space_defaults_to_the_teacher_under_skdmodel(tmp_path, monkeypatch):
+    from skd_basicsr.losses.feature_space import TeacherFeatureSpace
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))  # no VGG19 weights anywhere
+    monkeypatch.chdir(tmp_path)
+    opt = make_opt(tmp_path)
+    opt['train']['contrast_opt'] = {'type': 'SKDContrastiveLoss', 'loss_weight': 0.1}
+    model = build_model(opt)
+    assert isinstance(model.cri_contrast.space, TeacherFeatureSpace)
+    opt['train']['contrast_opt']['layer_weights'] = {'encoder_levl1': 1.0}
+    with pytest.raises(OptionError, match=r"contrast_opt.layer_weights: network_t has no module named "
+                                          r"'encoder_levl1'(.|\n)*closest to 'encoder_levl1': encoder_level1"):
+        build_model(opt)
+
+
+def test_resuming_a_state_without_adapters_says_so_before_the_optimizer_load(tmp_path):
+    opt = make_opt(tmp_path)
+    model = build_model(opt)
+    state = model.get_training_state(0, 1)
+    # the state of a plain SRModel run: no adapters, and an optimizer over the student alone
+    plain = torch.optim.Adam(model.net_g.parameters(), lr=1e-4)
+    state['optimizers'] = [plain.state_dict()]
+    del state['adapters']
+    with pytest.raises(OptionError, match='The training state has no adapters: it was not written by SKDModel'):
+        model.resume_training(state)

@@ -26,7 +26,8 @@ class SKDContrastiveLoss(nn.Module):
         feature_space (str | object): 'vgg19' (built here, see
             :class:`~skd_basicsr.losses.feature_space.VGG19FeatureSpace`), or a feature space object such as the
             :class:`~skd_basicsr.losses.feature_space.TeacherFeatureSpace` SKDModel builds for
-            ``feature_space: teacher``. Default: 'vgg19'.
+            ``feature_space: teacher``. Default: 'vgg19' (under SKDModel, whose option files may leave it out,
+            'teacher').
         positive (str): 'teacher' | 'gt' | 'both'. Default: 'teacher'.
         layer_weights (dict | None): {layer: weight} of the 'vgg19' space. Default: None (its defaults).
         vgg_weights (str | None): Path of a VGG19 state_dict for the 'vgg19' space. Default: None.
@@ -58,7 +59,8 @@ class SKDContrastiveLoss(nn.Module):
         Args:
             pred (Tensor): Anchor, the student's output (B, C, H, W); gradient flows back through it.
             target (Tensor): The teacher's output, the positive unless ``positive`` is 'gt'; no gradient.
-            negative (Tensor): The degraded input; no gradient.
+            negative (Tensor): The degraded input, at the output's size (SKDModel upsamples it for
+                super-resolution); no gradient.
             gt (Tensor | None): The ground truth, needed when ``positive`` is 'gt' or 'both'. Default: None.
             negative_feats (dict | None): Features of ``negative`` already computed (in the teacher feature space,
                 the teacher's own taps from its forward on the input), to avoid a second pass. Default: None.
@@ -89,6 +91,4 @@ class SKDContrastiveLoss(nn.Module):
 
 
 def _l1_per_sample(x, y):
-    # inference-mode tensors (the teacher's taps) cannot be saved for backward; abs() of the difference saves only
-    # the difference, which is a normal tensor
     return (x - y).abs().flatten(1).mean(1)

@@ -11,9 +11,11 @@ from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
+from torch.nn import functional as F
 
 from skd_basicsr.archs import input_channels
 from skd_basicsr.distill import FeatureAdapters, FeatureTaps
+from skd_basicsr.distill.taps import describe_unknown_names
 from skd_basicsr.distill.weight_selection import select_weights
 from skd_basicsr.errors import OptionError
 from skd_basicsr.losses.feature_space import TeacherFeatureSpace
@@ -38,14 +40,15 @@ class SKDModel(SRModel):
     ``train.skip_nonfinite: true``. Everything else (EMA, validation, checkpoints) is SRModel's.
 
     The teacher is built from ``network_t`` and loaded from ``path.pretrain_network_t`` (``param_key_t``,
-    ``strict_load_t``); it stays frozen in eval mode, runs under inference mode, is never in the optimizer, never
+    ``strict_load_t``); it stays frozen in eval mode, runs under ``torch.no_grad()``, is never in the optimizer, never
     wrapped in DDP and never saved. Features are tapped by module name (``distill.features``); 1x1 adapters map
     student channels to the teacher's where they differ and are trained, saved in the training states and resumed
     with the student, but never written to ``net_g_*.pth``. A pair may choose the cheap spatial MCA form of its level
     (``{student: encoder_level1, teacher: encoder_level1, spatial_window: 8}``, or ``spatial_tokens: M``); pairs
-    without one keep the exact global form. With ``contrast_opt.feature_space: teacher`` the model
+    without one keep the exact global form. With ``contrast_opt.feature_space: teacher`` (the default here) the model
     builds the teacher feature space of L_CL (:class:`TeacherFeatureSpace`) and gives it to the loss; the teacher's
-    one forward on the input records the negative's features with the distilled ones.
+    one forward on the input records the negative's features with the distilled ones (for super-resolution the
+    negative is the input upsampled to the output's size, see :meth:`contrast_negative`).
 
     Resuming (``--auto_resume`` or ``path.resume_state``) points every ``network_<x>`` at the checkpoint saved at
     the resumed iteration, as BasicSR does, except the networks listed in ``frozen_networks`` (top-level option,
@@ -122,28 +125,50 @@ class SKDModel(SRModel):
             logger.info(line)
 
     def build_contrast_space(self, contrast_opt):
-        """The teacher feature space of L_CL for ``feature_space: teacher``, else None (the loss builds its own)."""
-        if not contrast_opt or contrast_opt.get('feature_space') != 'teacher':
+        """The teacher feature space of L_CL for ``feature_space: teacher``, else None (the loss builds its own).
+
+        Under SKDModel ``feature_space`` defaults to ``teacher``: it needs no download, and the model has the
+        teacher. ``feature_space: vgg19`` stays available by name.
+        """
+        if not contrast_opt or contrast_opt.get('feature_space', 'teacher') != 'teacher':
             return None
         try:
-            return TeacherFeatureSpace(lambda img, layers: self.taps_t.capture(self.net_t, img, layers),
-                                       contrast_opt.get('layer_weights'))
+            space = TeacherFeatureSpace(lambda img, layers: self.taps_t.capture(self.net_t, img, layers),
+                                        contrast_opt.get('layer_weights'))
         except ValueError as err:
             raise OptionError(f'train.contrast_opt: {err}') from None
+        modules = dict(self.net_t.named_modules())
+        unknown = [layer for layer in space.layers if layer not in modules or layer == '']
+        if unknown:
+            default = '' if contrast_opt.get('layer_weights') else ' (the default, Restormer\'s encoder levels)'
+            raise OptionError(f'train.contrast_opt.layer_weights{default}: '
+                              f'{describe_unknown_names(unknown, modules, "network_t")}')
+        return space
 
     def build_adapters(self):
-        """Discover feature shapes with one dummy forward of both nets, check them, and build the adapters."""
+        """Discover feature shapes with one dummy forward of both nets, check them, and build the adapters.
+
+        The same forward finds the taps whose output a later in-place op changes (:meth:`FeatureTaps.find_inplace`).
+        The student runs it in eval mode, so that a network with BatchNorm keeps its running statistics.
+        """
         net_g = self.get_bare_model(self.net_g)
         probe = torch.zeros(1, input_channels(self.opt['network_g']), PROBE_SIZE, PROBE_SIZE, device=self.device)
-        with torch.no_grad():
-            with self.taps_s.recording() as feats_s:
-                out_s = net_g(probe)
-            with self.taps_t.recording() as feats_t:
-                out_t = self.net_t(probe)
+        was_training = net_g.training
+        net_g.eval()
+        try:
+            with torch.no_grad():
+                out_s, feats_s = self.taps_s.find_inplace(net_g, probe)
+                out_t, feats_t = self.taps_t.find_inplace(self.net_t, probe)
+        finally:
+            net_g.train(was_training)
         if out_s.shape != out_t.shape:
             raise OptionError(f'network_g outputs {tuple(out_s.shape)} but network_t outputs {tuple(out_t.shape)} '
                               f'for an input of {tuple(probe.shape)}; student and teacher must restore to the same '
                               'shape.')
+        if self.cri_contrast and probe.shape[1] != out_t.shape[1]:
+            raise OptionError(f'train.contrast_opt: L_CL takes the input as its negative, but the input has '
+                              f'{probe.shape[1]} channels and the output {out_t.shape[1]}; remove contrast_opt for '
+                              'this network.')
         channels_s, channels_t = [], []
         for pair in self.pairs:
             s, t = feats_s[pair['student']], feats_t[pair['teacher']]
@@ -223,10 +248,24 @@ class SKDModel(SRModel):
         if self.cri_output:
             terms.append(('l_kd', self.cri_output(self.output, self.output_t), True))
         if self.cri_contrast:
-            negative_feats = self.contrast_space.recorded(feats_t) if self.contrast_space else None
-            l_cl = self.cri_contrast(self.output, self.output_t, self.lq, gt=self.gt, negative_feats=negative_feats)
+            negative, negative_feats = self.contrast_negative(feats_t)
+            l_cl = self.cri_contrast(self.output, self.output_t, negative, gt=self.gt, negative_feats=negative_feats)
             terms.append(('l_cl', l_cl, True))
         return terms
+
+    def contrast_negative(self, feats_t):
+        """L_CL's negative, the degraded input at the output's size, and its features where they are already known.
+
+        For restoration at scale 1 the input is the negative as it is, and in the teacher feature space its features
+        are the teacher's taps from its forward on the input. For super-resolution the input is smaller than the
+        output: the negative is its bicubic upsampling (what a network that adds no detail would return), and its
+        features need one more (partial) teacher forward, at the output's size, as the anchor's do.
+        """
+        if self.lq.shape[-2:] == self.output.shape[-2:]:
+            return self.lq, self.contrast_space.recorded(feats_t) if self.contrast_space else None
+        with torch.no_grad():
+            upsampled = F.interpolate(self.lq, size=self.output.shape[-2:], mode='bicubic', align_corners=False)
+        return upsampled.clamp(0, 1), None
 
     def finite_on_every_rank(self, l_total):
         """Whether the total loss is finite on every process.
@@ -267,11 +306,16 @@ class SKDModel(SRModel):
     # ----------------------------------------------------------------------------------------------------------
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         if self.is_train and self.opt['val'].get('metrics'):
-            self.report_teacher_once(dataloader)
+            self.report_teacher_once(dataloader, current_iter, tb_logger)
         super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
 
-    def report_teacher_once(self, dataloader):
-        """Log the teacher's metrics on a validation set the first time it is seen: a wrong teacher shows at once."""
+    def report_teacher_once(self, dataloader, current_iter=0, tb_logger=None):
+        """Log the teacher's metrics on a validation set the first time it is seen: a wrong teacher shows at once.
+
+        They go to the text log and, as ``teacher/metrics/<dataset>/<metric>`` beside BasicSR's own
+        ``metrics/<dataset>/<metric>``, to TensorBoard (and through it to wandb, which BasicSR syncs from
+        TensorBoard).
+        """
         name = dataloader.dataset.opt['name']
         self.teacher_metrics = getattr(self, 'teacher_metrics', {})
         if name in self.teacher_metrics:
@@ -290,6 +334,9 @@ class SKDModel(SRModel):
         self.teacher_metrics[name] = {metric: value / max(count, 1) for metric, value in sums.items()}
         text = '\t'.join(f'# {metric}: {value:.4f}' for metric, value in self.teacher_metrics[name].items())
         get_root_logger().info(f'Teacher (network_t) on {name}:\t{text}')
+        if tb_logger:
+            for metric, value in self.teacher_metrics[name].items():
+                tb_logger.add_scalar(f'teacher/metrics/{name}/{metric}', value, current_iter)
 
     # ----------------------------------------------------------------------------------------------------------
     # checkpoints
@@ -301,9 +348,11 @@ class SKDModel(SRModel):
         return state
 
     def resume_training(self, resume_state):
-        super().resume_training(resume_state)
+        # checked first: the optimizer's state of a non-SKD run lacks the adapters' parameters, and its load would
+        # fail with a message about parameter groups instead
         if 'adapters' not in resume_state:
             raise OptionError('The training state has no adapters: it was not written by SKDModel.')
+        super().resume_training(resume_state)
         self.get_bare_model(self.adapters).load_state_dict(resume_state['adapters'])
 
 

@@ -1,0 +1,51 @@
+"""Run under torchrun by tests/test_reliability.py: SKD on 2 CPU processes (gloo) with a NaN loss on rank 1 only,
+at iteration 2. Mode ``skip`` (train.skip_nonfinite) must skip that step on every rank and keep the replicas
+identical; mode ``stop`` must stop every rank with the error. Each rank writes what it saw to OUT.<rank>."""
+import signal
+import sys
+
+import torch
+import torch.distributed as dist
+
+import skd_basicsr  # noqa: F401
+from basicsr.models import build_model
+from skd_basicsr.compat import init_dist
+
+sys.path.insert(0, sys.argv[1])  # tests/
+from test_skd_model import batch, make_opt  # noqa: E402
+
+
+def main(tmp_path, out_file, mode):
+    signal.alarm(120)  # a hung rank ends itself: torchrun puts workers in their own process groups
+    init_dist('pytorch')
+    rank, world = dist.get_rank(), dist.get_world_size()
+    opt = make_opt(tmp_path)
+    opt.update(dist=True, rank=rank, world_size=world)
+    opt['train']['skip_nonfinite'] = mode == 'skip'
+    model = build_model(opt)
+    seen = []
+    for it in (1, 2, 3):
+        data = batch(seed=10 * it + rank)
+        if it == 2 and rank == 1:
+            data['gt'][0, 0, 0, 0] = float('nan')
+        model.feed_data(data)
+        before = [p.detach().clone() for p in model.net_g.parameters()]
+        try:
+            model.optimize_parameters(it)
+        except FloatingPointError as err:
+            seen.append(f'stopped at {it}: {err}')
+            break
+        stepped = any(not torch.equal(b, p) for b, p in zip(before, model.net_g.parameters()))
+        seen.append(f'iter {it} {"stepped" if stepped else "skipped"}')
+    flat = torch.cat([p.detach().flatten() for p in model.net_g.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    seen.append('replicas identical' if all(torch.equal(gathered[0], g) for g in gathered) else 'replicas differ')
+    with open(f'{out_file}.{rank}', 'w') as f:
+        f.write('\n'.join(seen) + '\n')
+    dist.destroy_process_group()
+
+
+if __name__ == '__main__':
+    import pathlib
+    main(pathlib.Path(sys.argv[2]), sys.argv[3], sys.argv[4])
