@@ -5,8 +5,8 @@ themselves. The changes reach every BasicSR model, not only SKDModel: SRModel an
 load, optimise and schedule through them too. The replacements live in the module named for their job:
 :mod:`skd_basicsr.compat` (shims for the installed libraries), :mod:`skd_basicsr.options`,
 :mod:`skd_basicsr.models.checkpoint`, :mod:`skd_basicsr.models.optim`, :mod:`skd_basicsr.models.lr_scheduler`,
-:mod:`skd_basicsr.models.progressive`, :mod:`skd_basicsr.data.preflight` and, for the resume rule of the teacher,
-:mod:`skd_basicsr.models.skd_model`.
+:mod:`skd_basicsr.models.training_batch` (progressive patches and mixing augmentation),
+:mod:`skd_basicsr.data.preflight` and, for the resume rule of the teacher, :mod:`skd_basicsr.models.skd_model`.
 """
 import functools
 
@@ -16,10 +16,13 @@ _APPLIED = []
 
 
 def checking_training_options(init):
-    """``BaseModel.__init__`` that, in training, checks the clipping options and attaches progressive patches.
+    """``BaseModel.__init__`` that, in training, checks the clipping options and attaches the training-batch
+    transforms (progressive patches, mixing augmentation).
 
     ``BaseModel.__init__`` runs before a model builds its networks, so a wrong option fails at once.
     """
+    from skd_basicsr.models import training_batch
+    from skd_basicsr.models.mixing import MixingAugment
     from skd_basicsr.models.optim import grad_clip_norm
     from skd_basicsr.models.progressive import ProgressivePatches
 
@@ -28,9 +31,10 @@ def checking_training_options(init):
         init(self, opt, *args, **kwargs)
         if self.is_train:
             grad_clip_norm(opt.get('train') or {})
-            schedule = ProgressivePatches.from_options(opt)
-            if schedule is not None:
-                schedule.attach(self)
+            # cropped first, then mixed, as in Restormer's training loop
+            transforms = [t for t in (ProgressivePatches.from_options(opt), MixingAugment.from_options(opt)) if t]
+            if transforms:
+                training_batch.attach(self, transforms)
 
     return __init__
 
@@ -75,7 +79,8 @@ def changes():
          'it knows only Adam; Restormer trains with AdamW and clips gradients'),
         (model, 'setup_schedulers', lr_scheduler.setup_schedulers, 'it lacks Restormer\'s cyclic cosine schedule'),
         (model, '__init__', checking_training_options(model.__init__),
-         'check clipping and attach progressive patches (train.progressive) before any network is built'),
+         'check clipping, attach progressive patches (train.progressive) and Restormer\'s mixing augmentation '
+         '(train.mixing_augs) before any network is built'),
         (bsr_train, 'build_dataset', preflight.checked(bsr_train.build_dataset),
          'a wrong dataroot or a damaged LMDB would surface only deep in a data-loader worker'),
         (bsr_test, 'build_dataset', preflight.checked(bsr_test.build_dataset), 'the same for testing'),

@@ -2,6 +2,7 @@
 progressive.py), on a real BasicSR SRModel with tiny BasicSR nets."""
 import logging
 import math
+import random
 
 import pytest
 import torch
@@ -330,3 +331,53 @@ def test_progressive_sizes_must_be_multiples_of_the_scale(tmp_path):
     opt = make_opt(tmp_path, scale=2, progressive={'iters': [1, 1], 'gt_sizes': [15, 32], 'mini_batch_sizes': [1, 1]})
     with pytest.raises(OptionError, match=r'train\.progressive\.gt_sizes \[15\] are not multiples of scale \(2\)'):
         build_model(opt)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# mixing augmentation
+MIXING = {'mixup': True, 'mixup_beta': 1.2, 'use_identity': True}
+
+
+def test_mixing_mixes_lq_and_gt_alike_on_training_batches_only(tmp_path):
+    torch.manual_seed(0)
+    random.seed(0)
+    progressive = {'iters': [100], 'gt_sizes': [16], 'mini_batch_sizes': [4]}
+    model = build(make_opt(tmp_path, progressive=progressive, mixing_augs=MIXING))
+    lq = encoded_batch(4, 32)
+    gt = lq * 2
+    mixed = 0
+    for current_iter in range(1, 21):
+        model.update_learning_rate(current_iter)
+        model.feed_data({'lq': lq, 'gt': gt})
+        assert model.lq.shape == (4, 3, 16, 16)  # cropped, then mixed
+        assert torch.allclose(model.gt, model.lq * 2)  # one weight and one permutation for lq and gt
+        mixed += not torch.equal(model.lq, model.lq.round())  # a weight in (0, 1) leaves the integer codes
+    assert 3 < mixed < 17  # the identity is one of two equally likely choices
+    model.feed_data({'lq': lq, 'gt': gt})  # validation: untouched
+    assert torch.equal(model.lq, lq) and torch.equal(model.gt, gt)
+
+
+def test_mixing_weight_is_beta_distributed():
+    from skd_basicsr.models.mixing import MixingAugment
+    torch.manual_seed(0)
+    mix = MixingAugment(mixup_beta=1.2, use_identity=False)  # every batch mixed
+    lq = torch.tensor([0.0, 1.0]).view(2, 1, 1, 1)
+    weights = []
+    for _ in range(400):
+        out, _ = mix(lq, None)
+        if out[0].item() != 0:  # permuted [1, 0]: sample 1 became lam * 1 + (1 - lam) * 0
+            weights.append(out[1].item())
+    weights = torch.tensor(weights)
+    assert len(weights) > 150 and 0 < weights.min() and weights.max() < 1
+    assert abs(weights.mean().item() - 0.5) < 0.05
+    assert abs(weights.var().item() - 1.2 * 1.2 / (2.4 ** 2 * 3.4)) < 0.02  # the variance of Beta(1.2, 1.2)
+
+
+@pytest.mark.parametrize('mixing, message', [
+    ({'mixup': True, 'mixup_alpha': 1.2}, r"train.mixing_augs: unknown option\(s\) \['mixup_alpha'\]"),
+    ({'mixup': 'yes'}, r"train.mixing_augs.mixup must be true or false, got 'yes'"),
+    ({'mixup': True, 'mixup_beta': 0}, r'mixup_beta must be a positive number, got 0'),
+])
+def test_mixing_option_errors(tmp_path, mixing, message):
+    with pytest.raises(OptionError, match=message):
+        build_model(make_opt(tmp_path, mixing_augs=mixing))

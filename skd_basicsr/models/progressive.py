@@ -4,20 +4,11 @@ The loader delivers the largest patch and batch; each training iteration is then
 patch at one random location shared by ``lq`` and ``gt`` (on the lq grid, times the scale, for SR) and cut to its
 first ``mini_batch`` samples (:class:`ProgressivePatches`).
 
-How progressive training hooks in, and why this way. BasicSR's loop calls ``model.update_learning_rate(iter)``
-right before ``model.feed_data(train_data)``; validation calls ``feed_data`` on its own. So when
-``train.progressive`` is set (and only then), the model *instance* gets two thin wrappers when
-``BaseModel.__init__`` runs: ``update_learning_rate`` records the iteration, and ``feed_data`` runs the model's
-own ``feed_data`` (whatever subclass defines it) and crops ``self.lq``/``self.gt`` only if an iteration was
-recorded since the previous ``feed_data``. The record is consumed by that one call, so validation batches, test
-runs and any later ``feed_data`` go through untouched, whatever their size. Instance attributes rather than a
-patched ``SRModel.feed_data``, because a class-level patch is shadowed by every subclass that overrides
-``feed_data`` and would crop in the middle of one that extends it (and makes ``lq`` from ``gt`` afterwards);
-an instance attribute wraps the model's complete ``feed_data`` for any ``BaseModel`` subclass. Models without
-the option are not touched at all. The options are checked when the model is built, before any network.
+It runs as a training-batch transform (:mod:`skd_basicsr.models.training_batch`), before Restormer's mixing
+augmentation as in the official training loop. The options are checked when the model is built, before any
+network.
 """
 import bisect
-import functools
 import itertools
 import random
 
@@ -149,28 +140,6 @@ class ProgressivePatches:
             gt = gt[:mini_batch, ..., top * scale:(top + size) * scale, left * scale:(left + size) * scale]
         return lq, gt
 
-    def attach(self, model):
-        """Wrap ``model.update_learning_rate`` and ``model.feed_data`` of this one instance (see the module doc)."""
-        cls = type(model)
-
-        @functools.wraps(cls.update_learning_rate)
-        def update_learning_rate(current_iter, *args, **kwargs):
-            cls.update_learning_rate(model, current_iter, *args, **kwargs)
-            self.pending_iter = current_iter
-
-        @functools.wraps(cls.feed_data)
-        def feed_data(data, *args, **kwargs):
-            cls.feed_data(model, data, *args, **kwargs)
-            current_iter, self.pending_iter = self.pending_iter, None
-            if current_iter is None:
-                return
-            if getattr(model, 'lq', None) is None:
-                raise AttributeError(f'Progressive training crops self.lq (and self.gt) after feed_data, but '
-                                     f'{cls.__name__}.feed_data did not set self.lq.')
-            model.lq, gt = self.crop(model.lq, getattr(model, 'gt', None), current_iter)
-            if gt is not None:
-                model.gt = gt
-
-        model.update_learning_rate = update_learning_rate
-        model.feed_data = feed_data
-        model.progressive_patches = self
+    def __call__(self, lq, gt, current_iter):
+        """The training-batch transform: :meth:`crop`."""
+        return self.crop(lq, gt, current_iter)
