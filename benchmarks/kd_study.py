@@ -59,35 +59,46 @@ def run(variant, seed, args, folders, init_weights):
     return result
 
 
-def paired_summary(results, variants, seeds, base='scratch'):
-    """Per variant: PSNR per seed, mean, and the paired difference to ``base`` (mean, sample std) over the seeds."""
+BASES = ('scratch', 'scratch_init')  # a variant is compared with the student alone, and with the same start alone
+
+
+def paired_summary(results, variants, seeds):
+    """Per variant: PSNR per seed, mean, and the paired difference to each base in :data:`BASES` that was run
+    (mean and sample std over the seeds), under ``row['vs'][base]``."""
     rows = {}
     for variant in variants:
         psnr = [results[(variant, s)]['psnr'] for s in seeds]
-        row = {'psnr': psnr, 'mean': statistics.mean(psnr)}
-        if variant != base and all((base, s) in results for s in seeds):
+        row = {'psnr': psnr, 'mean': statistics.mean(psnr), 'vs': {}}
+        for base in BASES:
+            if variant == base or not all((base, s) in results for s in seeds):
+                continue
             diff = [results[(variant, s)]['psnr'] - results[(base, s)]['psnr'] for s in seeds]
-            row['diff'] = diff
-            row['diff_mean'] = statistics.mean(diff)
-            row['diff_std'] = statistics.stdev(diff) if len(diff) > 1 else float('nan')
+            row['vs'][base] = {'diff': diff, 'mean': statistics.mean(diff),
+                               'std': statistics.stdev(diff) if len(diff) > 1 else float('nan')}
         rows[variant] = row
     return rows
 
 
+def _paired_cell(row, base):
+    """'+1.14 ± 0.15 (yes)': the mean paired margin, its std, and whether the margin exceeds twice the std."""
+    if base not in row['vs']:
+        return ''
+    d = row['vs'][base]
+    return f'{d["mean"]:+.2f} ± {d["std"]:.2f} ({"yes" if d["mean"] > 2 * d["std"] else "no"})'
+
+
 def report(rows, seeds, args, teacher_psnr, noisy_psnr, minutes):
     seed_cols = ' | '.join(f'seed {s}' for s in seeds)
-    lines = [f'| variant | {seed_cols} | mean | paired diff to scratch (mean ± std) | 2 std < diff? |',
-             '| --- | ' + ' | '.join('---:' for _ in seeds) + ' | ---: | ---: | :---: |']
+    lines = [f'| variant | {seed_cols} | mean | vs scratch | vs scratch_init |',
+             '| --- | ' + ' | '.join('---:' for _ in seeds) + ' | ---: | ---: | ---: |']
     for variant, row in rows.items():
         cells = ' | '.join(f'{p:.2f}' for p in row['psnr'])
-        if 'diff' in row:
-            diff = f'{row["diff_mean"]:+.2f} ± {row["diff_std"]:.2f}'
-            passed = 'yes' if row['diff_mean'] > 2 * row['diff_std'] else 'no'
-        else:
-            diff, passed = '', ''
-        lines.append(f'| {variant} | {cells} | {row["mean"]:.2f} | {diff} | {passed} |')
+        lines.append(f'| {variant} | {cells} | {row["mean"]:.2f} | {_paired_cell(row, "scratch")} | '
+                     f'{_paired_cell(row, "scratch_init")} |')
     command = ' '.join(['python', 'benchmarks/kd_study.py'] + [a for a in sys.argv[1:]])
-    lines += ['', f'Teacher: {teacher_psnr:.2f} dB on the same photos; noisy input: {noisy_psnr:.2f} dB. Each student '
+    lines += ['', 'vs X: the paired difference to X over the seeds, mean ± sample std (yes: the mean exceeds twice '
+              'the std).',
+              f'Teacher: {teacher_psnr:.2f} dB on the same photos; noisy input: {noisy_psnr:.2f} dB. Each student '
               f'{args.iters} iterations; {minutes:.1f} min for the runs made by this invocation.',
               f'Command: `{command}`']
     return '\n'.join(lines) + '\n'
