@@ -43,6 +43,7 @@ def main(tmp_path, out_file, mode):
     seen.append('replicas identical' if all(torch.equal(gathered[0], g) for g in gathered) else 'replicas differ')
     with open(f'{out_file}.{rank}', 'w') as f:
         f.write('\n'.join(seen) + '\n')
+    dist.barrier()  # both ranks done before either tears gloo down: a rank that left early aborted the other
     dist.destroy_process_group()
 
 

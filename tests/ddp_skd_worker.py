@@ -34,6 +34,7 @@ def main(tmp_path, out_file):
     if rank == 0:
         with open(out_file, 'w') as f:
             f.write(f'ok {world}\n')
+    dist.barrier()  # both ranks done before either tears gloo down: a rank that left early aborted the other
     dist.destroy_process_group()
 
 
