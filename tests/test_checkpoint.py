@@ -52,8 +52,6 @@ def test_resume_without_state_is_a_fresh_start(tmp_path):
     assert load_resume_state(opt) is None
 
 
-
-
 def test_temporaries_of_an_interrupted_save_are_removed_at_start(tmp_path):
     states, models = tmp_path / 'training_states', tmp_path / 'models'
     states.mkdir()

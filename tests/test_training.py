@@ -9,7 +9,6 @@ import torch
 
 import skd_basicsr  # noqa: F401  (patches, registries)
 from basicsr.models import build_model
-from basicsr.models.base_model import BaseModel
 from basicsr.models.lr_scheduler import CosineAnnealingRestartLR, MultiStepRestartLR
 from basicsr.models.sr_model import SRModel
 from skd_basicsr.errors import OptionError

@@ -173,9 +173,8 @@ def restormer_groups(narrow, whole_heads=False):
         head = width // head_groups
         hidden = block.ffn.project_out.in_channels
         stream_input = {'attn.qkv': 1, 'ffn.project_in': 1}.get(tail)
-        if parts[0] in ('decoder_level1', 'refinement') and (
-                axis == stream_input or axis == 0 and
-            (tail in ('attn.project_out', 'ffn.project_out') or tail.startswith('norm'))):
+        output_side = axis == 0 and (tail in ('attn.project_out', 'ffn.project_out') or tail.startswith('norm'))
+        if parts[0] in ('decoder_level1', 'refinement') and (axis == stream_input or output_side):
             return [width // 2] * 2  # [upsampled level 2, encoder level 1]
         if axis == 0 and tail in ('attn.qkv', 'attn.qkv_dwconv'):
             return [head] * (3 * head_groups)

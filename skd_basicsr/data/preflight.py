@@ -82,4 +82,3 @@ def checked(build_dataset):
         return build_dataset(dataset_opt)
 
     return build
-

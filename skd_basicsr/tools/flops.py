@@ -12,7 +12,6 @@ import statistics
 import sys
 import time
 import warnings
-from os import path as osp
 
 import torch
 
