@@ -163,7 +163,9 @@ def shrink_student(out, teacher_weights):
     os.makedirs(osp.dirname(opt_path), exist_ok=True)
     with open(opt_path, 'w') as f:
         yaml.safe_dump({'network_g': deepcopy(STUDENT)}, f, sort_keys=False)
-    if shrink.main(['-opt', opt_path, '--teacher', teacher_weights, '--out', path]) != 0:
+    status = shrink.main(['-opt', opt_path, '--teacher', teacher_weights, '--out', path])
+    release_logger()  # building the student set BasicSR's logger up without a file; the next stage needs its own
+    if status != 0:
         raise RuntimeError(f'basicsr shrink of the demo student from {teacher_weights} failed (see above).')
     return path
 
