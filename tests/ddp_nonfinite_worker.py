@@ -1,6 +1,7 @@
 """Run under torchrun by tests/test_reliability.py: SKD on 2 CPU processes (gloo) with a NaN loss on rank 1 only,
 at iteration 2. Mode ``skip`` (train.skip_nonfinite) must skip that step on every rank and keep the replicas
 identical; mode ``stop`` must stop every rank with the error. Each rank writes what it saw to OUT.<rank>."""
+import gc
 import signal
 import sys
 
@@ -43,6 +44,8 @@ def main(tmp_path, out_file, mode):
     seen.append('replicas identical' if all(torch.equal(gathered[0], g) for g in gathered) else 'replicas differ')
     with open(f'{out_file}.{rank}', 'w') as f:
         f.write('\n'.join(seen) + '\n')
+    del model, before  # release the DDP wrappers before the group goes (see ddp_skd_worker.py)
+    gc.collect()
     dist.barrier()  # both ranks done before either tears gloo down: a rank that left early aborted the other
     dist.destroy_process_group()
 

@@ -1,4 +1,5 @@
 """Run under torchrun by tests/test_reliability.py: SKD on 2 CPU processes (gloo), then compare the replicas."""
+import gc
 import sys
 
 import torch
@@ -34,6 +35,10 @@ def main(tmp_path, out_file):
     if rank == 0:
         with open(out_file, 'w') as f:
             f.write(f'ok {world}\n')
+    # the DDP wrappers hold the process group and its threads: release them before the group goes, or gloo's
+    # teardown at exit can abort the process (SIGABRT after the work is done)
+    del model
+    gc.collect()
     dist.barrier()  # both ranks done before either tears gloo down: a rank that left early aborted the other
     dist.destroy_process_group()
 
