@@ -20,7 +20,9 @@ def main(tmp_path, out_file, mode):
     signal.alarm(120)  # a hung rank ends itself: torchrun puts workers in their own process groups
     init_dist('pytorch')
     rank, world = dist.get_rank(), dist.get_world_size()
-    opt = make_opt(tmp_path)
+    # each rank writes its own copy of the (seeded, identical) data and teacher: ranks writing one file at once
+    # let a rank read it half-written
+    opt = make_opt(tmp_path / f'rank{rank}')
     opt.update(dist=True, rank=rank, world_size=world)
     opt['train']['skip_nonfinite'] = mode == 'skip'
     model = build_model(opt)

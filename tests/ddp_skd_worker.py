@@ -18,7 +18,9 @@ def main(tmp_path, out_file):
     init_dist('pytorch')
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(rank)  # different initial weights per rank: DDP must broadcast rank 0's
-    opt = make_opt(tmp_path)
+    # each rank writes its own copy of the (seeded, identical) data and teacher: ranks writing one file at once
+    # let a rank read it half-written
+    opt = make_opt(tmp_path / f'rank{rank}')
     opt.update(dist=True, rank=rank, world_size=world)
     model = build_model(opt)
     assert isinstance(model.net_g, DistributedDataParallel)
