@@ -17,22 +17,17 @@ from os import path as osp
 
 
 def write_noisy(demo, folder):
-    """The held-out photos with the demo's fixed noise, as 8-bit PNGs; returns {name: clean image}."""
+    """The held-out photos with the demo's fixed noise, as 8-bit PNGs; returns {file name: clean image}."""
     import cv2
 
     import skd_basicsr  # noqa: F401  (registries)
-    from basicsr.data import build_dataset
-    from basicsr.utils import tensor2img
-    from skd_basicsr.tools.demo import held_out_dataset
+    from skd_basicsr.tools.demo import held_out_pairs
 
     os.makedirs(folder, exist_ok=True)
-    dataset = held_out_dataset({'val': osp.join(demo, 'data', 'val')}, build_dataset)
     clean = {}
-    for i in range(len(dataset)):
-        item = dataset[i]
-        name = osp.basename(item['gt_path'])
-        cv2.imwrite(osp.join(folder, name), tensor2img([item['lq']]))
-        clean[name] = tensor2img([item['gt']])
+    for name, (noisy, clean_img) in held_out_pairs({'val': osp.join(demo, 'data', 'val')}).items():
+        cv2.imwrite(osp.join(folder, f'{name}.png'), noisy)
+        clean[f'{name}.png'] = clean_img
     return clean
 
 

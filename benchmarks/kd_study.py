@@ -4,8 +4,8 @@ Every run is an ordinary BasicSR option file trained with ``basicsr train`` in i
 demo's held-out photos (coffee, chelsea; fixed sigma-25 noise) exactly as ``basicsr demo`` scores its students.
 Seeds are paired: seed k gives every variant the same ``manual_seed``, hence the same random initialisation of the
 student (where a variant does not replace it) and the same training batches and noise, so the difference between two
-variants on seed k is a paired difference. The study reports, per variant, the mean PSNR, the paired difference to
-``scratch`` and its standard deviation over the seeds.
+variants on seed k is a paired difference. The study reports, per variant, the mean PSNR and the paired difference to
+``scratch`` and to ``scratch_init`` (where those ran), with its standard deviation over the seeds.
 
 Variants (``--variants``; ``--list`` prints them) are those of ``basicsr demo`` (``skd_basicsr.tools.demo.VARIANTS``),
 so that a setting the study recommends is the one the demo runs. A name ending in ``_init`` starts the student from
@@ -120,8 +120,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    import numpy as np
-
     import skd_basicsr  # noqa: F401  (registries)
     from skd_basicsr.tools.demo import VARIANTS
 
@@ -132,10 +130,7 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f'--variants: unknown {unknown}; --list prints the variants.')
 
-    from basicsr.data import build_dataset
-    from basicsr.metrics import calculate_psnr
-    from basicsr.utils import tensor2img
-    from skd_basicsr.tools.demo import (STUDENT, TEACHER, TEACHER_WEIGHTS, evaluate, held_out_dataset,
+    from skd_basicsr.tools.demo import (STUDENT, TEACHER, TEACHER_WEIGHTS, evaluate, held_out_pairs, noisy_psnr,
                                         shrink_student, summarise, write_photos)
 
     args.out = osp.abspath(args.out)
@@ -155,14 +150,12 @@ def main(argv=None):
     minutes = (time.time() - start) / 60
 
     teacher_psnr = summarise(evaluate(TEACHER, args.teacher, folders)[0])['psnr']
-    dataset = held_out_dataset(folders, build_dataset)
-    noisy_psnr = float(np.mean([calculate_psnr(tensor2img([item['lq']]), tensor2img([item['gt']]), 0)
-                                for item in (dataset[i] for i in range(len(dataset)))]))
+    noisy_input_psnr = noisy_psnr(held_out_pairs(folders))
     rows = paired_summary(results, args.variants, args.seeds)
-    table = report(rows, args.seeds, args, teacher_psnr, noisy_psnr, minutes)
+    table = report(rows, args.seeds, args, teacher_psnr, noisy_input_psnr, minutes)
     print(table)
     with open(osp.join(args.out, 'summary.json'), 'w') as f:
-        json.dump({'rows': rows, 'teacher_psnr': teacher_psnr, 'noisy_psnr': noisy_psnr, 'iters': args.iters,
+        json.dump({'rows': rows, 'teacher_psnr': teacher_psnr, 'noisy_psnr': noisy_input_psnr, 'iters': args.iters,
                    'seeds': args.seeds, 'student': STUDENT}, f, indent=2)
     if args.report:
         with open(args.report, 'w') as f:

@@ -244,6 +244,23 @@ def held_out_dataset(folders, build_dataset):
     return build_dataset(dict(held_out_options(folders), phase='val'))
 
 
+def held_out_pairs(folders):
+    """{photo name: (noisy, clean)} of the held-out photos as 8-bit images, the noise the fixed one of scoring."""
+    from basicsr.data import build_dataset
+    from basicsr.utils import tensor2img
+
+    dataset = held_out_dataset(folders, build_dataset)
+    return {osp.splitext(osp.basename(item['gt_path']))[0]: (tensor2img([item['lq']]), tensor2img([item['gt']]))
+            for item in (dataset[i] for i in range(len(dataset)))}
+
+
+def noisy_psnr(pairs):
+    """Mean PSNR of the noisy inputs of :func:`held_out_pairs` against the clean photos."""
+    from basicsr.metrics import calculate_psnr
+
+    return float(np.mean([calculate_psnr(noisy, clean, 0) for noisy, clean in pairs.values()]))
+
+
 def summarise(per_image):
     return {'psnr': round(float(np.mean([v['psnr'] for v in per_image.values()])), 3),
             'ssim': round(float(np.mean([v['ssim'] for v in per_image.values()])), 4), 'per_image': per_image}
@@ -264,9 +281,9 @@ def comparison_figure(path, noisy, clean, outputs, crop=128, zoom=2):
     cv2.imwrite(path, np.concatenate(tiles, axis=1))
 
 
-def results_table(results, noisy_psnr, budget):
+def results_table(results, noisy_input_psnr, budget):
     lines = ['| model | PSNR (dB) | SSIM | params | MACs (G) | latency (ms) | training (min) |',
-             '| --- | ---: | ---: | ---: | ---: | ---: | ---: |', f'| noisy input | {noisy_psnr:.2f} | | | | | |']
+             '| --- | ---: | ---: | ---: | ---: | ---: | ---: |', f'| noisy input | {noisy_input_psnr:.2f} | | | | | |']
     for key in ('teacher', ) + tuple(STUDENTS):
         r = results[key]
         minutes = f'{r["minutes"]:.1f}' if 'minutes' in r else ''
@@ -308,9 +325,6 @@ def run(args):
     import torch
 
     import skd_basicsr  # noqa: F401  (registries)
-    from basicsr.data import build_dataset
-    from basicsr.metrics import calculate_psnr
-    from basicsr.utils import tensor2img
     from skd_basicsr.errors import OptionError
     from skd_basicsr.tools.flops import measure
 
@@ -358,14 +372,9 @@ def run(args):
                             weights=osp.relpath(weights[key], out))
         if key in STUDENTS:
             results[key].update(variant=STUDENTS[key], minutes=minutes[key])
-    dataset = held_out_dataset(folders, build_dataset)
-    noisy = {}
-    for i in range(len(dataset)):
-        item = dataset[i]
-        name = osp.splitext(osp.basename(item['gt_path']))[0]
-        noisy[name] = (tensor2img([item['lq']]), tensor2img([item['gt']]))
-    noisy_psnr = float(np.mean([calculate_psnr(n, c, 0) for n, c in noisy.values()]))
-    results['noisy_input'] = {'psnr': round(noisy_psnr, 3)}
+    noisy = held_out_pairs(folders)
+    noisy_input_psnr = noisy_psnr(noisy)
+    results['noisy_input'] = {'psnr': round(noisy_input_psnr, 3)}
 
     first = HELD_OUT_PHOTOS[0]
     comparison_figure(osp.join(out, 'comparison.png'), noisy[first][0], noisy[first][1],
@@ -375,7 +384,7 @@ def run(args):
                       'teacher': teacher_note}
     with open(osp.join(out, 'results.json'), 'w') as f:
         json.dump(results, f, indent=2)
-    table = results_table(results, noisy_psnr, budget)
+    table = results_table(results, noisy_input_psnr, budget)
     with open(osp.join(out, 'results.md'), 'w') as f:
         f.write(table)
     print(table)
