@@ -10,7 +10,7 @@ from basicsr.utils import FileClient, imfrombytes, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+from skd_basicsr.utils.image_io import IMAGE_EXTENSIONS
 
 
 @DATASET_REGISTRY.register()

@@ -11,8 +11,7 @@ from os import path as osp
 
 from skd_basicsr.errors import OptionError
 from skd_basicsr.tools import command_parser, run_command
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+from skd_basicsr.utils.image_io import IMAGE_EXTENSIONS
 
 
 class LmdbToolError(OptionError):
