@@ -117,3 +117,28 @@ def skd_options(name, gt, lq, teacher_path, total_iter=4, checkpoint_freq=2, con
                          'positive': 'teacher'},
     })
     return opt
+
+
+def skd_model_opt(tmp_path, **kwargs):
+    """skd_options on written data and a saved teacher, completed as BasicSR's parse_options would for training."""
+    gt, lq = write_noisy_pairs(str(tmp_path / 'data'), size=32)
+    save_teacher(tmp_path / 'teacher.pth', tiny_restormer(16))
+    opt = skd_options('tiny_SKD', gt, lq, tmp_path / 'teacher.pth', **kwargs)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, auto_resume=False)
+    root = tmp_path / 'experiments' / opt['name']
+    opt['path'].update(experiments_root=str(root), models=str(root / 'models'),
+                       training_states=str(root / 'training_states'), log=str(root), visualization=str(root / 'vis'))
+    for key in ('models', 'training_states'):
+        os.makedirs(opt['path'][key], exist_ok=True)
+    for phase in ('train', 'val'):
+        opt['datasets'][phase].update(phase=phase, scale=1)
+    return opt
+
+
+def noisy_batch(seed=0, size=16):
+    """A random batch of 2 {lq, gt} pairs."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    gt = torch.rand(2, 3, size, size, generator=g)
+    return {'lq': (gt + 0.1 * torch.randn(2, 3, size, size, generator=g)), 'gt': gt}

@@ -13,28 +13,9 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from skd_basicsr.errors import OptionError
 from skd_basicsr.losses import SKDContrastiveLoss, SKDFeatureLoss
 
-from helpers import run_cli, save_teacher, skd_options, tiny_restormer, write_noisy_pairs, write_options
-
-
-def make_opt(tmp_path, **kwargs):
-    gt, lq = write_noisy_pairs(str(tmp_path / 'data'), size=32)
-    save_teacher(tmp_path / 'teacher.pth', tiny_restormer(16))
-    opt = skd_options('tiny_SKD', gt, lq, tmp_path / 'teacher.pth', **kwargs)
-    opt.update(is_train=True, dist=False, rank=0, world_size=1, auto_resume=False)
-    root = tmp_path / 'experiments' / opt['name']
-    opt['path'].update(experiments_root=str(root), models=str(root / 'models'),
-                       training_states=str(root / 'training_states'), log=str(root), visualization=str(root / 'vis'))
-    for key in ('models', 'training_states'):
-        os.makedirs(opt['path'][key], exist_ok=True)
-    for phase in ('train', 'val'):
-        opt['datasets'][phase].update(phase=phase, scale=1)
-    return opt
-
-
-def batch(seed=0, size=16):
-    g = torch.Generator().manual_seed(seed)
-    gt = torch.rand(2, 3, size, size, generator=g)
-    return {'lq': (gt + 0.1 * torch.randn(2, 3, size, size, generator=g)), 'gt': gt}
+from helpers import noisy_batch as batch
+from helpers import run_cli, save_teacher, tiny_restormer, write_options
+from helpers import skd_model_opt as make_opt
 
 
 def grads_after_one_backward(model):

@@ -20,6 +20,7 @@ from skd_basicsr.distill.weight_selection import select_weights
 from skd_basicsr.errors import OptionError
 from skd_basicsr.losses.feature_space import TeacherFeatureSpace
 from skd_basicsr.models import checkpoint
+from skd_basicsr.models.distill_schedule import DistillSchedule
 
 DISTILL_KEYS = ('features', 'adapter', 'init_from_teacher')
 FEATURE_PAIR_KEYS = ('student', 'teacher')
@@ -55,6 +56,12 @@ class SKDModel(SRModel):
     by default ``[network_t]``): they are never trained, so never saved, and keep their configured weights and
     ``param_key`` (see :func:`load_resume_state`).
 
+    ``train.distill_schedule`` scales alpha2 and alpha3 over the iterations (warm-up, decay to zero; see
+    :mod:`skd_basicsr.models.distill_schedule`), logged as ``distill_scale``. ``contrast_opt.negatives`` chooses
+    L_CL's negatives: the degraded input (the paper), the output of a lagging average of the student (``lagged``,
+    kept here with decay ``contrast_opt.lag_decay`` and not saved: a resumed run restarts it from the resumed
+    student) and the teacher's output for another image of the batch (``batch``); see :meth:`contrast_negatives`.
+
     ``distill.init_from_teacher: true`` initialises the student from the teacher's weights by weight selection
     (:func:`skd_basicsr.distill.weight_selection.select_weights`) before the first iteration, on a fresh start only:
     a resumed run continues from its own checkpoint, and it cannot be combined with ``path.pretrain_network_g``.
@@ -75,6 +82,11 @@ class SKDModel(SRModel):
         given = {'feature_space': self.contrast_space} if self.contrast_space else {}
         self.cri_contrast = build_loss_checked(train_opt, 'contrast_opt', self.device, **given)
         self.skip_nonfinite = bool(train_opt.get('skip_nonfinite', False))
+        self.distill_schedule = DistillSchedule.from_options(train_opt.get('distill_schedule'))
+        if not self.distill_schedule.constant and not (self.cri_feat or self.cri_contrast):
+            raise OptionError('train.distill_schedule scales feature_opt and contrast_opt, but neither is set; remove '
+                              'the schedule or add a distillation term.')
+        self.net_lag = self.build_lagged_student()
         teacher_layers = [p['teacher'] for p in self.pairs]
         self.taps_t = FeatureTaps(self.net_t, teacher_layers + (self.contrast_space.layers if given else []),
                                   'network_t')
@@ -144,6 +156,34 @@ class SKDModel(SRModel):
             raise OptionError(f'train.contrast_opt.layer_weights{default}: '
                               f'{describe_unknown_names(unknown, modules, "network_t")}')
         return space
+
+    def build_lagged_student(self):
+        """The lagging average of the student that makes L_CL's ``lagged`` negative, or None when it is not used.
+
+        A frozen copy of the student as it starts (after ``init_from_teacher`` or the resumed weights), moved
+        towards the student after every step (:meth:`update_lagged_student`).
+        """
+        if not (self.cri_contrast and 'lagged' in self.cri_contrast.negatives):
+            return None
+        batch = self.opt.get('datasets', {}).get('train', {}).get('batch_size_per_gpu')
+        if 'batch' in self.cri_contrast.negatives and batch is not None and batch < 2:
+            raise OptionError('train.contrast_opt.negatives: batch takes another image of the batch, but '
+                              f'datasets.train.batch_size_per_gpu is {batch}; use 2 or more, or drop batch.')
+        net_lag = deepcopy(self.get_bare_model(self.net_g))
+        net_lag.eval()
+        net_lag.requires_grad_(False)
+        return net_lag
+
+    @torch.no_grad()
+    def update_lagged_student(self):
+        if self.net_lag is None:
+            return
+        decay = self.cri_contrast.lag_decay
+        net_g = self.get_bare_model(self.net_g)
+        for lagged, current in zip(self.net_lag.parameters(), net_g.parameters()):
+            lagged.lerp_(current.detach(), 1 - decay)
+        for lagged, current in zip(self.net_lag.buffers(), net_g.buffers()):
+            lagged.copy_(current)
 
     def build_adapters(self):
         """Discover feature shapes with one dummy forward of both nets, check them, and build the adapters.
@@ -217,7 +257,7 @@ class SKDModel(SRModel):
         with torch.no_grad(), self.taps_t.recording() as feats_t:
             self.output_t = self.net_t(self.lq)
 
-        terms = self.loss_terms(feats_s, feats_t)
+        terms = self.loss_terms(feats_s, feats_t, self.distill_schedule(current_iter))
         l_total = sum(value for _, value, summed in terms if summed)
         loss_dict = OrderedDict((name, value) for name, value, _ in terms)
         if not self.finite_on_every_rank(l_total):
@@ -226,46 +266,78 @@ class SKDModel(SRModel):
             return
         l_total.backward()
         self.optimizer_g.step()
+        self.update_lagged_student()
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
-    def loss_terms(self, feats_s, feats_t):
+    def loss_terms(self, feats_s, feats_t, scale=1.0):
         """Every logged loss value in log order, as (name, value, summed into the total).
 
         SRModel's pixel and perceptual terms, then L_GK (summed) and its parts (logged only), output KD and L_CL.
+        ``scale`` (from ``train.distill_schedule``) multiplies L_GK and L_CL; at 0 they are not computed and are
+        logged as 0.
         """
+        zero = self.output.new_zeros(())
         terms = []
         if self.cri_pix:
             terms.append(('l_pix', self.cri_pix(self.output, self.gt), True))
         if self.cri_perceptual:
             percep_style = zip(('l_percep', 'l_style'), self.cri_perceptual(self.output, self.gt))
             terms += [(name, value, True) for name, value in percep_style if value is not None]
-        if self.cri_feat:
+        if self.cri_feat and scale > 0:
             student = self.adapters([feats_s[p['student']] for p in self.pairs])
             l_gk, parts = self.cri_feat(student, [feats_t[p['teacher']] for p in self.pairs])
-            terms += [('l_gk', l_gk, True)] + [(name, value, False) for name, value in parts.items()]
+            terms += [('l_gk', scale * l_gk, True)] + [(name, scale * value, False) for name, value in parts.items()]
+        elif self.cri_feat:
+            # the adapters do not run at all (not even under DDP, whose reducer waits only for modules that ran)
+            terms.append(('l_gk', zero, True))
         if self.cri_output:
             terms.append(('l_kd', self.cri_output(self.output, self.output_t), True))
-        if self.cri_contrast:
-            negative, negative_feats = self.contrast_negative(feats_t)
-            l_cl = self.cri_contrast(self.output, self.output_t, negative, gt=self.gt, negative_feats=negative_feats)
-            terms.append(('l_cl', l_cl, True))
+        if self.cri_contrast and scale > 0:
+            negatives, negative_feats = self.contrast_negatives(feats_t)
+            l_cl = self.cri_contrast(self.output, self.output_t, negatives, gt=self.gt, negative_feats=negative_feats)
+            terms.append(('l_cl', scale * l_cl, True))
+        elif self.cri_contrast:
+            terms.append(('l_cl', zero, True))
+        if not self.distill_schedule.constant:
+            terms.append(('distill_scale', self.output.new_tensor(float(scale)), False))
         return terms
 
-    def contrast_negative(self, feats_t):
-        """L_CL's negative, the degraded input at the output's size, and its features where they are already known.
+    def contrast_negatives(self, feats_t):
+        """L_CL's negatives (``contrast_opt.negatives``) and their features where they are already known.
 
-        For restoration at scale 1 the input is the negative as it is, and in the teacher feature space its features
-        are the teacher's taps from its forward on the input. For super-resolution the input is smaller than the
-        output: the negative is its bicubic upsampling (what a network that adds no detail would return), and its
-        features need one more (partial) teacher forward, at the output's size, as the anchor's do.
+        * ``input``: the degraded input. For restoration at scale 1 it is the negative as it is, and in the teacher
+          feature space its features are the teacher's taps from its forward on the input. For super-resolution the
+          input is smaller than the output: the negative is its bicubic upsampling (what a network that adds no
+          detail would return), and its features need one more (partial) teacher forward, at the output's size, as
+          the anchor's do.
+        * ``lagged``: the lagging student average's output on the input (one more student forward, no gradient).
+        * ``batch``: the teacher's output for the next image of the batch (rolled by one), a restored image of other
+          content.
+
+        Returns:
+            tuple[list[Tensor], list[dict | None]]: The negatives and their features (None where not known).
         """
-        if self.lq.shape[-2:] == self.output.shape[-2:]:
-            return self.lq, self.contrast_space.recorded(feats_t) if self.contrast_space else None
-        with torch.no_grad():
-            upsampled = F.interpolate(self.lq, size=self.output.shape[-2:], mode='bicubic', align_corners=False)
-        return upsampled.clamp(0, 1), None
+        negatives, feats = [], []
+        for name in self.cri_contrast.negatives:
+            if name == 'input' and self.lq.shape[-2:] == self.output.shape[-2:]:
+                negatives.append(self.lq)
+                feats.append(self.contrast_space.recorded(feats_t) if self.contrast_space else None)
+                continue
+            with torch.no_grad():
+                if name == 'input':
+                    negative = F.interpolate(self.lq, size=self.output.shape[-2:], mode='bicubic',
+                                             align_corners=False).clamp(0, 1)
+                elif name == 'lagged':
+                    negative = self.net_lag(self.lq)
+                else:
+                    if self.output_t.shape[0] < 2:
+                        raise ValueError('train.contrast_opt.negatives: batch needs at least 2 images per batch.')
+                    negative = self.output_t.roll(1, dims=0)
+            negatives.append(negative)
+            feats.append(None)
+        return negatives, feats
 
     def finite_on_every_rank(self, l_total):
         """Whether the total loss is finite on every process.

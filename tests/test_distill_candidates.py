@@ -1,0 +1,201 @@
+"""The distillation study's candidate options beyond the paper (issue 10): L_CL's negatives and bound, and
+``train.distill_schedule``."""
+import os
+
+import pytest
+import torch
+
+import skd_basicsr  # noqa: F401
+from basicsr.models import build_model
+from skd_basicsr.errors import OptionError
+from skd_basicsr.losses import SKDContrastiveLoss
+from skd_basicsr.models.distill_schedule import DistillSchedule
+
+from helpers import noisy_batch, skd_model_opt
+
+
+class PixelSpace:
+    """A feature space that is the image itself, one layer of weight 1: distances are plain per-sample L1."""
+    layer_weights = {'img': 1.0}
+    layers = ['img']
+
+    def __call__(self, img):
+        return {'img': img}
+
+
+def l1(x, y):
+    return (x - y).abs().flatten(1).mean(1)
+
+
+def images(seed=0, count=4):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(2, 3, 8, 8, generator=g) for _ in range(count)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# L_CL: negatives and bound
+# ---------------------------------------------------------------------------------------------------------------
+def test_several_negatives_take_the_mean_of_their_distances():
+    anchor, positive, neg1, neg2 = images()
+    loss = SKDContrastiveLoss(feature_space=PixelSpace(), negatives=['input', 'batch'], eps=1e-7)
+    expected = (l1(anchor, positive) / ((l1(anchor, neg1) + l1(anchor, neg2)) / 2 + 1e-7)).mean()
+    torch.testing.assert_close(loss(anchor, positive, [neg1, neg2]), expected)
+    # one negative given as a tensor is the paper's form
+    single = SKDContrastiveLoss(feature_space=PixelSpace())
+    expected = (l1(anchor, positive) / (l1(anchor, neg1) + 1e-7)).mean()
+    torch.testing.assert_close(single(anchor, positive, neg1), expected)
+
+
+def test_bound_caps_each_negative_distance_at_the_positives_and_stops_the_push():
+    positive = torch.full((1, 3, 4, 4), 0.5)
+    negative = torch.full((1, 3, 4, 4), 0.7)  # d(positive, negative) = 0.2
+    far = torch.full((1, 3, 4, 4), 0.1, requires_grad=True)  # d(anchor, positive) = 0.4, d(anchor, negative) = 0.6
+    near = torch.full((1, 3, 4, 4), 0.6, requires_grad=True)  # d(anchor, negative) = 0.1 < the cap
+    bounded = SKDContrastiveLoss(feature_space=PixelSpace(), bound='positive', eps=1e-9)
+    ratio = SKDContrastiveLoss(feature_space=PixelSpace(), eps=1e-9)
+    torch.testing.assert_close(bounded(far, positive, negative), torch.tensor(0.4 / 0.2))
+    torch.testing.assert_close(ratio(far, positive, negative), torch.tensor(0.4 / 0.6))
+    # beyond the cap only the pull towards the positive remains: the gradient is d_pos's alone
+    bounded(far, positive, negative).backward()
+    pull_only = l1(far, positive).mean() / (0.2 + 1e-9)
+    grad_far = far.grad.clone()
+    far.grad = None
+    pull_only.backward()
+    torch.testing.assert_close(grad_far, far.grad)
+    # inside the cap the bound changes nothing
+    torch.testing.assert_close(bounded(near, positive, negative), ratio(near, positive, negative))
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'negatives': []}, r"negatives \[\] is not allowed: use a non-empty list of distinct names among"),
+    ({'negatives': ['input', 'ema']}, r"negatives \['input', 'ema'\] is not allowed"),
+    ({'negatives': ['input', 'input']}, r"negatives \['input', 'input'\] is not allowed"),
+    ({'bound': 'margin'}, r"bound 'margin' is not one of \('none', 'positive'\)"),
+    ({'lag_decay': 1.0}, r'lag_decay must be a number in \[0, 1\), got 1.0'),
+])
+def test_contrast_options_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SKDContrastiveLoss(feature_space=PixelSpace(), **kwargs)
+
+
+def test_negative_feats_must_match_the_negatives():
+    anchor, positive, neg1, neg2 = images()
+    loss = SKDContrastiveLoss(feature_space=PixelSpace(), negatives=['input', 'batch'])
+    with pytest.raises(ValueError, match=r'2 negative\(s\) but 3 entries of negative_feats'):
+        loss(anchor, positive, [neg1, neg2], negative_feats=[None, None, None])
+
+
+def contrast_model(tmp_path, **contrast):
+    opt = skd_model_opt(tmp_path)
+    opt['train']['contrast_opt'].update(contrast)
+    return build_model(opt)
+
+
+def test_batch_negative_is_the_teachers_output_for_another_image(tmp_path):
+    model = contrast_model(tmp_path, negatives=['batch'])
+    model.feed_data(noisy_batch())
+    model.optimize_parameters(1)
+    negatives, feats = model.contrast_negatives({})
+    torch.testing.assert_close(negatives[0], model.output_t.roll(1, dims=0))
+    assert feats == [None]
+    assert model.net_lag is None
+
+
+def test_lagged_negative_follows_the_student_with_its_decay(tmp_path):
+    model = contrast_model(tmp_path, negatives=['lagged'], lag_decay=0.9)
+    lag = {k: v.clone() for k, v in model.net_lag.state_dict().items()}
+    student = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    assert all(torch.equal(lag[k], student[k]) for k in lag)  # starts as the student
+    assert not any(p.requires_grad for p in model.net_lag.parameters()) and not model.net_lag.training
+    model.feed_data(noisy_batch())
+    model.optimize_parameters(1)
+    after = model.net_g.state_dict()
+    moved = 0
+    for name, value in model.net_lag.state_dict().items():
+        torch.testing.assert_close(value, 0.9 * lag[name] + 0.1 * after[name])
+        moved += not torch.equal(value, lag[name])
+    assert moved > 0
+    negatives, feats = model.contrast_negatives({})
+    with torch.no_grad():
+        torch.testing.assert_close(negatives[0], model.net_lag(model.lq))
+    assert feats == [None]
+    model.save(0, 1)  # the lagged copy is never saved: only the student's weights (and the training state)
+    assert os.listdir(model.opt['path']['models']) == ['net_g_1.pth']
+    saved = torch.load(os.path.join(model.opt['path']['models'], 'net_g_1.pth'), weights_only=True)['params']
+    assert saved.keys() == model.net_g.state_dict().keys()
+
+
+def test_batch_negative_needs_two_images_per_batch(tmp_path):
+    opt = skd_model_opt(tmp_path)
+    opt['train']['contrast_opt'].update(negatives=['lagged', 'batch'])
+    opt['datasets']['train']['batch_size_per_gpu'] = 1
+    with pytest.raises(OptionError, match=r'negatives: batch takes another image of the batch, but '
+                                          r'datasets.train.batch_size_per_gpu is 1'):
+        build_model(opt)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# train.distill_schedule
+# ---------------------------------------------------------------------------------------------------------------
+def test_schedule_warms_up_holds_and_decays_to_zero():
+    schedule = DistillSchedule.from_options({'warmup_iter': 10, 'decay_iter': 20, 'end_iter': 30})
+    values = [schedule(i) for i in (1, 5, 10, 15, 20, 25, 29, 30, 100)]
+    assert values == pytest.approx([0.1, 0.5, 1, 1, 1, 0.5, 0.1, 0, 0])
+    assert DistillSchedule.from_options(None).constant and DistillSchedule.from_options(None)(7) == 1
+    decay_only = DistillSchedule.from_options({'end_iter': 10})
+    assert [decay_only(i) for i in (0, 5, 10)] == pytest.approx([1, 0.5, 0])
+
+
+@pytest.mark.parametrize('opt, message', [
+    ({'warmup': 10}, r"unknown option\(s\) \['warmup'\]"),
+    ({'warmup_iter': -1}, r'warmup_iter must be an integer >= 0, got -1'),
+    ({'end_iter': 1.5}, r'end_iter must be an integer >= 0, got 1.5'),
+    ({'decay_iter': 5}, r'decay_iter needs end_iter'),
+    ({'warmup_iter': 10, 'end_iter': 5}, r'need warmup_iter <= decay_iter < end_iter'),
+    ([10], r'must be a mapping'),
+])
+def test_schedule_options_are_checked(opt, message):
+    with pytest.raises(OptionError, match=message):
+        DistillSchedule.from_options(opt)
+
+
+def logged_terms(model, current_iter):
+    model.optimizer_g.step = lambda *a, **k: None  # the same weights at every call
+    model.feed_data(noisy_batch())
+    model.optimize_parameters(current_iter)
+    return {k: float(v) for k, v in model.log_dict.items()}
+
+
+def test_schedule_scales_l_gk_and_l_cl_and_stops_computing_them(tmp_path):
+    opt = skd_model_opt(tmp_path)
+    opt['train']['distill_schedule'] = {'warmup_iter': 4, 'end_iter': 8}
+    model = build_model(opt)
+    opt_constant = skd_model_opt(tmp_path / 'constant')
+    constant = build_model(opt_constant)
+    constant.net_g.load_state_dict(model.net_g.state_dict())
+    constant.adapters.load_state_dict(model.adapters.state_dict())
+    full = logged_terms(constant, 2)
+    half = logged_terms(model, 2)
+    assert half['distill_scale'] == 0.5 and 'distill_scale' not in full
+    for name in ('l_gk', 'l_gk_direct', 'l_cl'):
+        assert half[name] == pytest.approx(full[name] / 2, rel=1e-5)
+    assert half['l_pix'] == pytest.approx(full['l_pix'], rel=1e-6)
+
+    calls = []
+    model.cri_feat.register_forward_pre_hook(lambda *a: calls.append('feat'))
+    model.cri_contrast.register_forward_pre_hook(lambda *a: calls.append('contrast'))
+    ended = logged_terms(model, 8)
+    assert ended['distill_scale'] == 0 and ended['l_gk'] == 0 and ended['l_cl'] == 0
+    assert calls == []  # not computed at all once the factor is 0
+    logged_terms(model, 7)
+    assert calls == ['feat', 'contrast']
+
+
+def test_schedule_without_a_distillation_term_is_refused(tmp_path):
+    opt = skd_model_opt(tmp_path)
+    del opt['train']['feature_opt'], opt['train']['contrast_opt'], opt['distill']['features']
+    opt['train']['output_opt'] = {'type': 'L1Loss', 'loss_weight': 1.0}
+    opt['train']['distill_schedule'] = {'end_iter': 10}
+    with pytest.raises(OptionError, match=r'distill_schedule scales feature_opt and contrast_opt, but neither is '
+                                          r'set'):
+        build_model(opt)
