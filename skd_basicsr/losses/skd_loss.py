@@ -29,6 +29,13 @@ Temperature lambda: the journal version reports 1e-6, which makes both softmaxes
 gradient is almost zero everywhere. Our default ``'auto'`` is the scaled-dot-product choice, the square root of the
 contracted dimension (N for the channel affinity, C for the spatial one), picked for gradient health; it is to be
 confirmed by the demo run. Any positive number can be given instead.
+
+Three options of :class:`SKDFeatureLoss` are candidates of the distillation study (issue 10); their defaults are
+the paper's reading, bit for bit: ``feature_norm='teacher_rms'`` divides both features of a level by the teacher's
+per-sample RMS (sigma then means the same at every level), ``level_reduction='mean'`` averages the terms over levels
+and branches instead of summing them, and ``channel_affinity='cosine'`` builds the channel affinity from
+L2-normalised rows of S and T (logits in [-1, 1], as Restormer's MDTA normalises q and k; 'auto' is then 0.1 for
+that branch, see :func:`mca_channel`).
 """
 import math
 import numbers
@@ -47,7 +54,14 @@ BRANCHES = ('direct', 'channel', 'spatial')
 SPATIAL_SOFTMAX_READINGS = ('contracted', 'rows')
 REDUCTIONS = ('mean', 'sum')
 SPATIAL_ATTENTION = ('auto', 'chunked')
+CHANNEL_AFFINITIES = ('raw', 'cosine')
+FEATURE_NORMS = ('none', 'teacher_rms')
+LEVEL_REDUCTIONS = ('sum', 'mean')
 DEFAULT_CHUNK_SIZE = 256
+# 'auto' temperature of the cosine channel affinity: logits in [-1, 1] become [-10, 10] (see mca_channel)
+COSINE_AUTO_TEMPERATURE = 0.1
+# added to the teacher's RMS so that an all-zero teacher feature does not divide by zero
+RMS_EPS = 1e-6
 
 
 def _check_temperature(temperature):
@@ -68,6 +82,12 @@ def _check_temperature(temperature):
 def _resolve_temperature(temperature, contracted_dim):
     _check_temperature(temperature)
     return math.sqrt(contracted_dim) if temperature == 'auto' else float(temperature)
+
+
+def _check_channel_affinity(affinity, name='affinity'):
+    if affinity not in CHANNEL_AFFINITIES:
+        raise ValueError(f'{name}={affinity!r} is not allowed: use one of {CHANNEL_AFFINITIES} (\'raw\': the '
+                         'paper\'s T S^T; \'cosine\': rows of S and T L2-normalised over H * W first).')
 
 
 def _check_pair(s, t, what):
@@ -110,26 +130,41 @@ def _check_form_size(value, what):
                          'copy of the student).')
 
 
-def mca_channel(s, t, temperature='auto'):
+def mca_channel(s, t, temperature='auto', affinity='raw'):
     """Channel branch of MCA: ``S_c = softmax(T S^T / lambda) S`` per sample.
+
+    With ``affinity='cosine'`` the logits are ``T' S'^T / lambda``, S' and T' being S and T with each channel row
+    L2-normalised over the N = H * W positions (as Restormer's MDTA normalises q and k); the value the affinity
+    multiplies is still the raw S. The logits are then cosines in [-1, 1], whatever the feature scale, so 'auto'
+    resolves to 0.1 (logits in [-10, 10]) instead of sqrt(N): sqrt(N) is 16 already at 16 x 16 and would squeeze
+    the logits into [-1/16, 1/16], a softmax indistinguishable from uniform (every output channel the mean of the
+    student channels).
 
     Args:
         s (Tensor): Student feature of shape (B, C, H, W).
         t (Tensor): Teacher feature of the same shape. It receives gradient only if it requires grad.
-        temperature (float | str): lambda, a number > 0 or 'auto' for sqrt(H * W), the dimension the C x C
-            affinity sums over. Default: 'auto'.
+        temperature (float | str): lambda, a number > 0 or 'auto': sqrt(H * W), the dimension the C x C affinity
+            sums over, with the raw affinity; 0.1 with the cosine one. Default: 'auto'.
+        affinity (str): 'raw' (the paper's ``T S^T``) | 'cosine' (rows L2-normalised first, see above).
+            Default: 'raw'.
 
     Returns:
         Tensor: Of shape (B, C, H, W); channel i is a convex combination of the student channels, weighted by the
         affinity of teacher channel i to each of them (softmax over the student channels).
     """
     _check_pair(s, t, 'mca_channel')
+    _check_channel_affinity(affinity)
     b, c, h, w = s.shape
-    scale = 1.0 / _resolve_temperature(temperature, h * w)
     s_flat = s.reshape(b, c, h * w)
     t_flat = _autograd_safe(t).reshape(b, c, h * w)
-    affinity = torch.softmax(torch.bmm(t_flat, s_flat.transpose(1, 2)) * scale, dim=-1)
-    return torch.bmm(affinity, s_flat).reshape(b, c, h, w)
+    if affinity == 'cosine':
+        _check_temperature(temperature)
+        scale = 1.0 / (COSINE_AUTO_TEMPERATURE if temperature == 'auto' else float(temperature))
+        logits = torch.bmm(F.normalize(t_flat, dim=-1), F.normalize(s_flat, dim=-1).transpose(1, 2))
+    else:
+        scale = 1.0 / _resolve_temperature(temperature, h * w)
+        logits = torch.bmm(t_flat, s_flat.transpose(1, 2))
+    return torch.bmm(torch.softmax(logits * scale, dim=-1), s_flat).reshape(b, c, h, w)
 
 
 def _flash_backends(device):
@@ -480,8 +515,8 @@ class SKDFeatureLoss(nn.Module):
     """L_GK of SKD: Gaussian-kernel distances between student features, their MCA projections and teacher features.
 
     Per distilled level i, with S_c and S_s the channel and spatial MCA of S guided by T:
-    ``w_i * [GK(S, T) + alpha1 * (GK(S_c, T) + GK(S_s, T))]`` (only the enabled branches), summed over the levels,
-    reduced over the batch and multiplied by ``loss_weight`` (alpha2).
+    ``w_i * [GK(S, T) + alpha1 * (GK(S_c, T) + GK(S_s, T))]`` (only the enabled branches), summed over the levels
+    (or averaged, see ``level_reduction``), reduced over the batch and multiplied by ``loss_weight`` (alpha2).
 
     Teacher features are detached inside, so the loss sends gradient through the student only, even when the
     caller hands over a teacher tensor that requires grad; tensors made under ``torch.inference_mode()`` are
@@ -525,6 +560,17 @@ class SKDFeatureLoss(nn.Module):
         spatial_attention (str): 'auto' (fused SDPA where it has a kernel for the inputs, an exact chunked
             computation elsewhere, e.g. float64 on CUDA) | 'chunked' (always the chunked one: slower, for checks).
             Default: 'auto'.
+        feature_norm (str): 'none' | 'teacher_rms': at each level, divide both S and T by the teacher feature's
+            per-sample RMS, ``sqrt(mean(T^2 over C, H, W)) + 1e-6`` (no gradient flows through it), before the
+            branches are computed, so that the MCA projections and the GK distances all see normalised features;
+            GK's mean squared difference becomes relative to the teacher's scale and sigma means the same at
+            every level. A study candidate of issue 10. Default: 'none' (the paper's reading).
+        level_reduction (str): 'sum' | 'mean': 'mean' divides the total (and each logged part) by the number of
+            distilled levels times the number of enabled branches, so the effective alpha2 no longer grows with
+            them. A study candidate of issue 10. Default: 'sum' (the paper's reading).
+        channel_affinity (str): 'raw' | 'cosine': the channel branch's affinity logits from S and T as they are,
+            or from their channel rows L2-normalised over H * W (see :func:`mca_channel`; 'auto' temperature is
+            then 0.1 for that branch). A study candidate of issue 10. Default: 'raw' (the paper's reading).
     """
 
     def __init__(self,
@@ -539,7 +585,10 @@ class SKDFeatureLoss(nn.Module):
                  chunk_size=DEFAULT_CHUNK_SIZE,
                  spatial_window=None,
                  spatial_tokens=None,
-                 spatial_attention='auto'):
+                 spatial_attention='auto',
+                 feature_norm='none',
+                 level_reduction='sum',
+                 channel_affinity='raw'):
         super().__init__()
         if reduction not in REDUCTIONS:
             raise ValueError(f'reduction={reduction!r} is not allowed: use one of {REDUCTIONS}.')
@@ -561,6 +610,11 @@ class SKDFeatureLoss(nn.Module):
         _check_temperature(temperature)
         _check_chunk_size(chunk_size)
         _check_spatial_attention(spatial_attention)
+        if feature_norm not in FEATURE_NORMS:
+            raise ValueError(f'feature_norm={feature_norm!r} is not allowed: use one of {FEATURE_NORMS}.')
+        if level_reduction not in LEVEL_REDUCTIONS:
+            raise ValueError(f'level_reduction={level_reduction!r} is not allowed: use one of {LEVEL_REDUCTIONS}.')
+        _check_channel_affinity(channel_affinity, 'channel_affinity')
         spatial_window = _check_per_level(spatial_window, 'spatial_window')
         spatial_tokens = _check_per_level(spatial_tokens, 'spatial_tokens')
         _check_one_form_per_level(spatial_window, spatial_tokens)
@@ -581,18 +635,22 @@ class SKDFeatureLoss(nn.Module):
         self.spatial_window = spatial_window
         self.spatial_tokens = spatial_tokens
         self.spatial_attention = spatial_attention
+        self.feature_norm = feature_norm
+        self.level_reduction = level_reduction
+        self.channel_affinity = channel_affinity
 
     def extra_repr(self):
         return (f'loss_weight={self.loss_weight}, mca_weight={self.mca_weight}, sigma={self.sigma}, '
                 f'temperature={self.temperature!r}, branches={self.branches}, '
                 f'spatial_softmax={self.spatial_softmax!r}, reduction={self.reduction!r}, '
                 f'spatial_window={self.spatial_window!r}, spatial_tokens={self.spatial_tokens!r}, '
-                f'spatial_attention={self.spatial_attention!r}')
+                f'spatial_attention={self.spatial_attention!r}, feature_norm={self.feature_norm!r}, '
+                f'level_reduction={self.level_reduction!r}, channel_affinity={self.channel_affinity!r}')
 
     def _project(self, branch, s, t, window, tokens):
         """The branch's projection of s and the teacher feature it is compared with."""
         if branch == 'channel':
-            return mca_channel(s, t, self.temperature), t
+            return mca_channel(s, t, self.temperature, self.channel_affinity), t
         if branch == 'direct':
             return s, t
         spatial = (self.temperature, self.spatial_softmax, self.chunk_size, self.spatial_attention)
@@ -646,10 +704,16 @@ class SKDFeatureLoss(nn.Module):
         terms = OrderedDict((branch, 0.0) for branch in self.branches)
         for s, t, level_weight, window, max_tokens in zip(preds, targets, level_weights, windows, tokens):
             t = _autograd_safe(t.detach())
+            if self.feature_norm == 'teacher_rms':
+                rms = t.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt() + RMS_EPS
+                s, t = s / rms, t / rms
             for branch in self.branches:
                 factor = self.loss_weight * level_weight * (1.0 if branch == 'direct' else self.mca_weight)
                 distance = gaussian_kernel_distance(*self._project(branch, s, t, window, max_tokens), self.sigma)
                 terms[branch] = terms[branch] + factor * self._reduce(distance, weight)
+        if self.level_reduction == 'mean':
+            count = len(preds) * len(self.branches)
+            terms = OrderedDict((branch, term / count) for branch, term in terms.items())
         loss = sum(terms.values())
         parts = OrderedDict((f'l_gk_{branch}', term.detach()) for branch, term in terms.items())
         return loss, parts
