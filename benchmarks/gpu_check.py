@@ -524,6 +524,28 @@ def main(argv=None):
     cfg = SMOKE if args.smoke else FULL
     args.opt = opt_path(args.opt)
     body, failed = [], []
+
+    def write_report(done):
+        """The report so far: written after every section, so that a check cut short keeps what it measured."""
+        sections_run = sum(line.startswith('### ') for line in body)
+        if not done:
+            verdict = f'PARTIAL: {sections_run} of {len(SECTIONS)} sections so far.'
+        elif failed:
+            verdict = f'FAILED sections: {", ".join(failed)}.'
+        else:
+            verdict = 'Every section ran and every check passed.'
+        head = [
+            f'## GPU check, {datetime.datetime.now():%Y-%m-%d %H:%M}', '',
+            f'Command: `python benchmarks/gpu_check.py {" ".join(shlex.quote(a) for a in sys.argv[1:])}`', '',
+            f'{dev.describe()}; torch {torch.__version__}, Python {platform.python_version()}, basicsr '
+            f'{basicsr.__version__} ({osp.dirname(basicsr.__file__)}), skd_basicsr {skd_basicsr.__version__}; '
+            f'{"smoke sizes" if args.smoke else "full sizes"}; {time.time() - START:.0f} s in all. {verdict}', ''
+        ]
+        text = '\n'.join(head + body)
+        with open(args.out, 'w') as f:
+            f.write(text)
+        return text
+
     with tempfile.TemporaryDirectory() as workdir:
         ctx = Models(args, dev, cfg, workdir)
         for key, title, run in SECTIONS:
@@ -540,18 +562,8 @@ def main(argv=None):
             elapsed = time.time() - section_start
             print(f'[gpu_check] section {key}: {elapsed:.1f} s{" (FAILED)" if key in failed else ""}', flush=True)
             body += [f'### {title} ({key}, {elapsed:.1f} s)', ''] + lines + ['']
-    verdict = f'FAILED sections: {", ".join(failed)}.' if failed else 'Every section ran and every check passed.'
-    head = [
-        f'## GPU check, {datetime.datetime.now():%Y-%m-%d %H:%M}', '',
-        f'Command: `python benchmarks/gpu_check.py {" ".join(shlex.quote(a) for a in sys.argv[1:])}`', '',
-        f'{dev.describe()}; torch {torch.__version__}, Python {platform.python_version()}, basicsr '
-        f'{basicsr.__version__} ({osp.dirname(basicsr.__file__)}), skd_basicsr {skd_basicsr.__version__}; '
-        f'{"smoke sizes" if args.smoke else "full sizes"}; {time.time() - START:.0f} s in all. {verdict}', ''
-    ]
-    text = '\n'.join(head + body)
-    with open(args.out, 'w') as f:
-        f.write(text)
-    print(text)
+            write_report(done=False)
+    print(write_report(done=True))
     return 1 if failed else 0
 
 

@@ -16,18 +16,38 @@ Each finished run leaves ``OUT/runs/<variant>_s<seed>.json``; a run whose file e
 interrupted study continues where it stopped. ``--report FILE`` writes the markdown table of everything scored.
 
 Run one study at a time on a small machine (two PyTorch processes on two cores slow each other more than tenfold).
+On a GPU machine ``--num-gpu 1 --jobs N`` trains N runs at once on the one GPU (small students leave it mostly
+idle, so several processes share it well); ``--workers`` gives each run data-loading processes. Both change the
+batches' random draws (BasicSR seeds each worker), the same way for every variant, so runs stay paired within a
+study, but numbers from different settings of ``--workers`` or devices are not paired with each other.
+``--no-train`` reports the runs already finished (the complete seeds of each variant) without training.
 
 Usage:
     python benchmarks/kd_study.py --out study_out --variants scratch scratch_init --seeds 0 1 2 --iters 600
+    python benchmarks/kd_study.py --out study_gpu --num-gpu 1 --jobs 8 --workers 1 --variants ... --iters 2400
 """
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from os import path as osp
+
+
+RUNNING = set()  # the training processes of the runs in progress
+STOPPING = []  # set on SIGTERM: no new run starts
+
+
+def stop_running(signum, frame):
+    """On SIGTERM (``timeout``, a batch system), stop the runs in progress too instead of leaving them orphaned."""
+    STOPPING.append(signum)
+    for proc in list(RUNNING):
+        proc.terminate()
+    raise SystemExit(128 + signum)
 
 
 def run(variant, seed, args, folders, init_weights):
@@ -40,15 +60,35 @@ def run(variant, seed, args, folders, init_weights):
     if osp.isfile(result_path):
         with open(result_path) as f:
             return json.load(f)
+    if args.no_train or STOPPING:
+        return None
     opt = student_options(variant, f'study_{variant}_s{seed}', folders, dict(BUDGETS['full'], iter=args.iters),
                           args.teacher, init_weights, seed=seed)
+    opt['num_gpu'] = args.num_gpu
+    opt['datasets']['train']['num_worker_per_gpu'] = args.workers
     opt_path = osp.join(args.out, 'options', f'{opt["name"]}.yml')
     os.makedirs(osp.dirname(opt_path), exist_ok=True)
     with open(opt_path, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
     print(f'[kd_study] {variant} seed {seed}: basicsr train -opt {opt_path}', flush=True)
     start = time.time()
-    subprocess.run(['basicsr', 'train', '-opt', opt_path], cwd=args.out, check=True)
+    # the CLI as a module: the same as `basicsr train`, also where the package is on PYTHONPATH but not installed
+    # runs trained at once write their output to OUT/logs/<name>.txt instead of interleaving it on the console
+    log_path = osp.join(args.out, 'logs', f'{opt["name"]}.txt')
+    os.makedirs(osp.dirname(log_path), exist_ok=True)
+    with open(log_path, 'w') if args.jobs > 1 else open(os.devnull) as log:
+        redirect = {'stdout': log, 'stderr': subprocess.STDOUT} if args.jobs > 1 else {}
+        proc = subprocess.Popen([sys.executable, '-m', 'skd_basicsr.cli', 'train', '-opt', opt_path],
+                                cwd=args.out, **redirect)
+        RUNNING.add(proc)
+        try:
+            proc.wait()
+        finally:
+            RUNNING.discard(proc)
+    if proc.returncode != 0:  # reported and left out; the other runs go on
+        print(f'[kd_study] {variant} seed {seed}: basicsr train failed with exit status {proc.returncode} (see '
+              f'{log_path if args.jobs > 1 else "above"})', flush=True)
+        return None
     minutes = (time.time() - start) / 60
     per_image, _ = evaluate(STUDENT, latest_weights(args.out, opt['name']), folders)
     result = dict(summarise(per_image), variant=variant, seed=seed, iters=args.iters, minutes=round(minutes, 2))
@@ -95,7 +135,12 @@ def report(rows, seeds, args, teacher_psnr, noisy_psnr, minutes):
         cells = ' | '.join(f'{p:.2f}' for p in row['psnr'])
         lines.append(f'| {variant} | {cells} | {row["mean"]:.2f} | {_paired_cell(row, "scratch")} | '
                      f'{_paired_cell(row, "scratch_init")} |')
-    command = ' '.join(['python', 'benchmarks/kd_study.py'] + [a for a in sys.argv[1:]])
+    argv = list(sys.argv[1:])
+    for flag, values in (('--no-train', 0), ('--report', 1)):  # the command that trains, not this report's
+        if flag in argv:
+            i = argv.index(flag)
+            del argv[i:i + 1 + values]
+    command = ' '.join(['python', 'benchmarks/kd_study.py'] + argv)
     lines += ['', 'vs X: the paired difference to X over the seeds, mean ± sample std (yes: the mean exceeds twice '
               'the std).',
               f'Teacher: {teacher_psnr:.2f} dB on the same photos; noisy input: {noisy_psnr:.2f} dB. Each student '
@@ -115,11 +160,19 @@ def build_parser():
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--iters', type=int, default=600, help='iterations of every student. Default: 600')
     parser.add_argument('--report', help='write the markdown table here too')
+    parser.add_argument('--num-gpu', type=int, default=0, help='num_gpu of every run (0: CPU). Default: 0')
+    parser.add_argument('--jobs', type=int, default=1, help='runs trained at once. Default: 1')
+    parser.add_argument('--workers', type=int, default=0, help='num_worker_per_gpu of every run. Default: 0')
+    parser.add_argument('--no-train', action='store_true', help='report the finished runs only')
+    parser.add_argument('--order', choices=('seed', 'variant'), default='seed',
+                        help='train seed by seed (every variant of seed 0 first) or variant by variant, in the order '
+                        'given. Default: seed')
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, stop_running)
     import skd_basicsr  # noqa: F401  (registries)
     from skd_basicsr.tools.demo import VARIANTS
 
@@ -143,11 +196,21 @@ def main(argv=None):
     init_weights = None
     if any(v.endswith('_init') and not VARIANTS[v][3] for v in args.variants):
         init_weights = shrink_student(args.out, args.teacher)
-    results = {}
-    for seed in args.seeds:  # seed-major, so that a cut-short study has complete pairs
-        for variant in args.variants:
-            results[(variant, seed)] = run(variant, seed, args, folders, init_weights)
+    # seed-major: a study cut short has complete pairs of every variant on its first seeds; variant-major: the
+    # first variants have every seed
+    if args.order == 'seed':
+        tasks = [(variant, seed) for seed in args.seeds for variant in args.variants]
+    else:
+        tasks = [(variant, seed) for variant in args.variants for seed in args.seeds]
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        finished = pool.map(lambda task: run(*task, args, folders, init_weights), tasks)
+        results = {task: result for task, result in zip(tasks, finished) if result is not None}
     minutes = (time.time() - start) / 60
+    if args.no_train:  # keep the seeds that every base and variant finished
+        args.seeds = [s for s in args.seeds if all((v, s) in results for v in args.variants if v in BASES)]
+        args.variants = [v for v in args.variants if all((v, s) in results for s in args.seeds)]
+        if not args.seeds or not args.variants:
+            raise SystemExit(f'--no-train: no complete seeds in {args.out}/runs yet.')
 
     teacher_psnr = summarise(evaluate(TEACHER, args.teacher, folders)[0])['psnr']
     noisy_input_psnr = noisy_psnr(held_out_pairs(folders))

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections import namedtuple
 from copy import deepcopy
 from os import path as osp
 
@@ -45,20 +46,59 @@ FEATURE_LOSS = {'type': 'SKDFeatureLoss', 'loss_weight': 0.1, 'mca_weight': 1.0,
 PAPER = {'feature_opt': FEATURE_LOSS,
          'contrast_opt': {'type': 'SKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher',
                           'positive': 'teacher'}}
-# Student variants: name -> (what it adds to L1 to the ground truth, train options, the spatial MCA form of the
-# distilled levels (None: no features distilled), whether SKDModel runs it). A name ending in _init starts from the
-# teacher's selected weights (basicsr shrink for SRModel, distill.init_from_teacher for SKDModel).
+# Student variants: name -> Variant(what it adds to L1 to the ground truth, train options, the spatial MCA form of the
+# distilled levels at full resolution (None: no features distilled; 'exact', 'window' = 8 x 8 windows, 'tokens' =
+# pooled to 256 tokens), whether SKDModel runs it, the distilled levels). A name ending in _init starts from the
+# teacher's selected weights (basicsr shrink for SRModel, distill.init_from_teacher for SKDModel). In train options,
+# a distill_schedule given in fractions of the budget ({'warmup': 0.1, 'end': 0.5}) becomes iterations per run.
+Variant = namedtuple('Variant', 'what train form skd levels', defaults=(LEVELS, ))
+# the candidates of the study beyond the paper (issue 10), on the normalised L_GK: features divided by the teacher's
+# RMS at each level, mean over levels and branches (options of SKDFeatureLoss)
+GK_NORM = dict(FEATURE_LOSS, feature_norm='teacher_rms', level_reduction='mean')
+CL_RESTORED = {'type': 'SKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher', 'positive': 'teacher',
+               'negatives': ['lagged', 'batch'], 'bound': 'positive'}
+ENCODER = LEVELS[:4]
+DECODER = LEVELS[4:]
 VARIANTS = {
-    'scratch': ('nothing', {}, None, False),
-    'output_kd': ('L1 to the teacher output', OUTPUT_KD, None, True),
-    'skd_paper': ('L_GK (8 levels, 3 branches, exact spatial) + L_CL (teacher space), alpha2 = alpha3 = 0.1', PAPER,
-                  'exact', True),
-    'gk': ('L_GK (8 levels, 3 branches, 8x8 spatial windows at full resolution), alpha2 = 0.1',
-           {'feature_opt': FEATURE_LOSS}, 'window', True),
-    'gk_kd': ('L_GK as gk + L1 to the teacher output', dict(OUTPUT_KD, feature_opt=FEATURE_LOSS), 'window', True),
+    'scratch': Variant('nothing', {}, None, False),
+    'output_kd': Variant('L1 to the teacher output', OUTPUT_KD, None, True),
+    'skd_paper': Variant('L_GK (8 levels, 3 branches, exact spatial) + L_CL (teacher space), alpha2 = alpha3 = 0.1',
+                         PAPER, 'exact', True),
+    'gk': Variant('L_GK (8 levels, 3 branches, 8x8 spatial windows at full resolution), alpha2 = 0.1',
+                  {'feature_opt': FEATURE_LOSS}, 'window', True),
+    'gk_kd': Variant('L_GK as gk + L1 to the teacher output', dict(OUTPUT_KD, feature_opt=FEATURE_LOSS), 'window',
+                     True),
+    'gkn_kd': Variant('normalised L_GK (teacher RMS, mean over levels and branches; windows), alpha2 = 0.1 + L1 to '
+                      'the teacher output', dict(OUTPUT_KD, feature_opt=GK_NORM), 'window', True),
+    'gkn_kd_weak': Variant('gkn_kd with alpha2 = 0.02', dict(OUTPUT_KD, feature_opt=dict(GK_NORM, loss_weight=0.02)),
+                           'window', True),
+    'gkn_kd_exact': Variant('gkn_kd with the exact global spatial branch', dict(OUTPUT_KD, feature_opt=GK_NORM),
+                            'exact', True),
+    'gkn_kd_tokens': Variant('gkn_kd with the spatial branch on 256 pooled tokens at full resolution',
+                             dict(OUTPUT_KD, feature_opt=GK_NORM), 'tokens', True),
+    'gkn_kd_cosine': Variant('gkn_kd with cosine channel affinities',
+                             dict(OUTPUT_KD, feature_opt=dict(GK_NORM, channel_affinity='cosine')), 'window', True),
+    'gkn_kd_encoder': Variant('gkn_kd on the encoder levels and the latent only', dict(OUTPUT_KD, feature_opt=GK_NORM),
+                              'window', True, ENCODER),
+    'gkn_kd_decoder': Variant('gkn_kd on the decoder levels and the refinement only',
+                              dict(OUTPUT_KD, feature_opt=GK_NORM), 'window', True, DECODER),
+    'gkn_kd_warmup': Variant('gkn_kd with alpha2 warmed up over the first 10% of iterations',
+                             dict(OUTPUT_KD, feature_opt=GK_NORM, distill_schedule={'warmup': 0.1}), 'window', True),
+    'gkn_kd_decay': Variant('gkn_kd with alpha2 decayed linearly to 0 at half the iterations',
+                            dict(OUTPUT_KD, feature_opt=GK_NORM, distill_schedule={'end': 0.5}), 'window', True),
+    'cl_kd': Variant('L_CL with restored negatives (lagged student average, another image of the batch) and the '
+                     'bound, alpha3 = 0.1 + L1 to the teacher output', dict(OUTPUT_KD, contrast_opt=CL_RESTORED), None,
+                     True),
+    'cl_input_kd': Variant('L_CL with the input as negative and the bound, alpha3 = 0.1 + L1 to the teacher output',
+                           dict(OUTPUT_KD, contrast_opt=dict(CL_RESTORED, negatives=['input'])), None, True),
+    'skd_fixed': Variant('normalised L_GK (as gkn_kd) + L_CL (as cl_kd) + L1 to the teacher output',
+                         dict(OUTPUT_KD, feature_opt=GK_NORM, contrast_opt=CL_RESTORED), 'window', True),
+    'skd_fixed_decay': Variant('skd_fixed with alpha2 and alpha3 decayed linearly to 0 at half the iterations',
+                               dict(OUTPUT_KD, feature_opt=GK_NORM, contrast_opt=CL_RESTORED,
+                                    distill_schedule={'end': 0.5}), 'window', True),
 }
-VARIANTS.update({f'{name}_init': (f'{what}; initialised from the teacher', train, form, skd)
-                 for name, (what, train, form, skd) in list(VARIANTS.items())})
+VARIANTS.update({f'{name}_init': v._replace(what=f'{v.what}; initialised from the teacher')
+                 for name, v in list(VARIANTS.items())})
 # what the demo trains: results.json key -> variant. `skd` is the project's recommended setting, the best of the
 # paired-seed study (docs/kd_study.md): today the teacher's selected weights plus output-KD, because every SKD
 # feature term measured so far costs PSNR on top of that start
@@ -133,7 +173,7 @@ def student_options(variant, name, folders, budget, teacher_weights, init_weight
         seed (int): ``manual_seed``: the student's random initialisation, the batches and the noise. Default: 0.
     """
     opt = stage_options(name, folders, budget, STUDENT, seed=seed)
-    _, train, form, skd = VARIANTS[variant]
+    what, train, form, skd, levels = VARIANTS[variant]
     init = variant.endswith('_init')
     if not skd:
         opt['path']['pretrain_network_g'] = init_weights if init else None
@@ -142,11 +182,15 @@ def student_options(variant, name, folders, budget, teacher_weights, init_weight
     opt['network_t'] = deepcopy(TEACHER)
     opt['path'].update({'pretrain_network_t': teacher_weights, 'param_key_t': 'params', 'strict_load_t': True})
     opt['train'].update(deepcopy(train))
+    schedule = opt['train'].pop('distill_schedule', None)
+    if schedule:  # fractions of the budget -> iterations
+        opt['train']['distill_schedule'] = {f'{key}_iter': max(1, round(fraction * budget['iter']))
+                                            for key, fraction in schedule.items()}
     opt['distill'] = {'init_from_teacher': init}
     if form:
-        window = {'spatial_window': 8} if form == 'window' else {}
+        cheap = {'window': {'spatial_window': 8}, 'tokens': {'spatial_tokens': 256}, 'exact': {}}[form]
         opt['distill']['features'] = [dict({'student': level, 'teacher': level}, **(
-            window if level in FULL_RESOLUTION else {})) for level in LEVELS]
+            cheap if level in FULL_RESOLUTION else {})) for level in levels]
     return opt
 
 
