@@ -247,7 +247,8 @@ def section_mca(dev, cfg, ctx):
         ref_out, ref_grad, ref_grad_out = references[ref_name]
         s_d, t_d = s.to(dev.device, dtype), t.to(dev.device, dtype)
         # the reference's output gradient on its samples, a fixed random one on the others
-        grad_out = torch.randn((b, ) + tuple(ref_grad_out.shape[1:]), generator=gen)
+        # float64, so that the float64 row gets the reference's output gradient unrounded
+        grad_out = torch.randn((b, ) + tuple(ref_grad_out.shape[1:]), dtype=torch.float64, generator=gen)
         grad_out[:r] = ref_grad_out
         grad_out = grad_out.to(dev.device, dtype)
         out, grad = forward_backward(fn, s_d, t_d, grad_out)
@@ -514,6 +515,8 @@ def main(argv=None):
     parser.add_argument('--smoke', action='store_true', help='tiny networks and sizes, a few repeats')
     parser.add_argument('--opt', default=osp.join('options', 'SKD_Denoise.yml'), help='option file (from repo root)')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'RESULTS_gpu.md'), help='markdown report')
+    parser.add_argument('--sections', nargs='+', choices=[key for key, *_ in SECTIONS],
+                        help='run only these sections. Default: all')
     args = parser.parse_args(argv)
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         parser.error('CUDA is not available here: run with --device cpu --smoke for the CPU version.')
@@ -529,7 +532,7 @@ def main(argv=None):
         """The report so far: written after every section, so that a check cut short keeps what it measured."""
         sections_run = sum(line.startswith('### ') for line in body)
         if not done:
-            verdict = f'PARTIAL: {sections_run} of {len(SECTIONS)} sections so far.'
+            verdict = f'PARTIAL: {sections_run} of {len(args.sections or SECTIONS)} sections so far.'
         elif failed:
             verdict = f'FAILED sections: {", ".join(failed)}.'
         else:
@@ -549,6 +552,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as workdir:
         ctx = Models(args, dev, cfg, workdir)
         for key, title, run in SECTIONS:
+            if args.sections and key not in args.sections:
+                continue
             section_start = time.time()
             try:
                 lines = run(dev, cfg, ctx)

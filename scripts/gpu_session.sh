@@ -4,7 +4,7 @@
 #
 # Usage (on the GPU machine, in the repo root, with the wheel folder of scripts/gpu_wheels.sh in .whl/):
 #     bash scripts/gpu_session.sh [OUTDIR]            # OUTDIR defaults to $OUT if set, else gpu_session_out
-# Phase limits in seconds (environment): CHECK_S (default 140), SHORT_S (250), LONG_S (150). Also from the
+# Phase limits in seconds (environment): CHECK_S (default 140), SHORT_S (250), LONG_S (150; 0 skips it). Also from the
 # environment, for a dry run on a CPU: CHECK_ARGS (e.g. '--device cpu --smoke'), NUM_GPU (1), JOBS (8), SEEDS
 # ('0 1 2'), SHORT_ITERS (600), LONG_ITERS (1800), SHORT_VARIANTS and LONG_VARIANTS (the lists below).
 # OUTDIR receives at most 8 files: RESULTS_gpu.md and gpu_check.log (the check), study_<iters>.md and
@@ -14,7 +14,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-gpu_session_out}}
-WORK=${WORK:-/tmp/skd_gpu_study}
+WORK=${WORK:-/tmp/skd_gpu_study}  # a study folder carried there keeps its finished runs (they are not retrained)
 JOBS=${JOBS:-8}
 mkdir -p "$OUTDIR" "$WORK"
 OUTDIR=$(cd "$OUTDIR" && pwd)
@@ -51,8 +51,10 @@ study() {  # study ITERS LIMIT VARIANTS...
 }
 # shellcheck disable=SC2086
 study "${SHORT_ITERS:-600}" "${SHORT_S:-250}" $SHORT_VARIANTS
-# shellcheck disable=SC2086
-study "${LONG_ITERS:-1800}" "${LONG_S:-150}" $LONG_VARIANTS
+if [ "${LONG_S:-150}" -gt 0 ]; then
+    # shellcheck disable=SC2086
+    study "${LONG_ITERS:-1800}" "${LONG_S:-150}" $LONG_VARIANTS
+fi
 
 (cd "$WORK" && tar czf "$OUTDIR/study_runs.tgz" study_*/runs study_*/experiments/*/train_*.log \
     study_*/options 2>/dev/null)

@@ -113,12 +113,12 @@ def _same(sizes, why):
     return [sizes]
 
 
-def _index(parts):
+def _index(parts, device):
     indices, offset = [], 0
     for teacher, student in parts:
         indices.extend(range(offset, offset + student))
         offset += teacher
-    return torch.tensor(indices, dtype=torch.long)
+    return torch.tensor(indices, dtype=torch.long, device=device)  # index_select wants the index on the tensor's device
 
 
 def _select(teacher, student_shape, layout):
@@ -134,7 +134,7 @@ def _select(teacher, student_shape, layout):
         if sum(t for t, _ in parts) != t_len or sum(s for _, s in parts) != s_len:
             raise _Unmappable(f'axis {axis} ({s_len} from {t_len}) does not split into the parts {parts}')
         if s_len != t_len:
-            out = out.index_select(axis, _index(parts))
+            out = out.index_select(axis, _index(parts, out.device))
     return out.clone()
 
 
