@@ -99,7 +99,9 @@ def run(variant, seed, args, folders, init_weights):
     return result
 
 
-BASES = ('scratch', 'scratch_init')  # a variant is compared with the student alone, and with the same start alone
+# a variant is compared with the student alone, with the same start alone, and with the recommended setting (every
+# candidate of the study is output_kd_init plus something)
+BASES = ('scratch', 'scratch_init', 'output_kd_init')
 
 
 def paired_summary(results, variants, seeds):
@@ -129,12 +131,12 @@ def _paired_cell(row, base):
 
 def report(rows, seeds, args, teacher_psnr, noisy_psnr, minutes):
     seed_cols = ' | '.join(f'seed {s}' for s in seeds)
-    lines = [f'| variant | {seed_cols} | mean | vs scratch | vs scratch_init |',
-             '| --- | ' + ' | '.join('---:' for _ in seeds) + ' | ---: | ---: | ---: |']
+    lines = [f'| variant | {seed_cols} | mean | ' + ' | '.join(f'vs {base}' for base in BASES) + ' |',
+             '| --- | ' + ' | '.join('---:' for _ in seeds) + ' | ---: | ' + ' | '.join('---:' for _ in BASES) + ' |']
     for variant, row in rows.items():
         cells = ' | '.join(f'{p:.2f}' for p in row['psnr'])
-        lines.append(f'| {variant} | {cells} | {row["mean"]:.2f} | {_paired_cell(row, "scratch")} | '
-                     f'{_paired_cell(row, "scratch_init")} |')
+        paired = ' | '.join(_paired_cell(row, base) for base in BASES)
+        lines.append(f'| {variant} | {cells} | {row["mean"]:.2f} | {paired} |')
     argv = list(sys.argv[1:])
     for flag, values in (('--no-train', 0), ('--report', 1)):  # the command that trains, not this report's
         if flag in argv:
