@@ -207,12 +207,11 @@ def distillation_macs(skd, lq):
 
 
 def latency_rows(opt, sizes, repeats):
-    from skd_basicsr.tools.flops import measure
+    from skd_basicsr.tools.flops import measure_pair
 
     rows = []
     for size in sizes:
-        s = measure(opt['network_g'], (size, size), repeats)
-        t = measure(opt['network_t'], (size, size), repeats)
+        s, t = measure_pair(opt['network_g'], opt['network_t'], (size, size), repeats)  # timed alternately
         rows.append((size, s, t))
         print(f'[bench] latency {size}^2: student {s["latency_ms"]:.0f} ms, teacher {t["latency_ms"]:.0f} ms',
               flush=True)

@@ -1,5 +1,6 @@
 """``basicsr flops``: parameter and MAC counts that can be checked by hand, and the JSON shape."""
 import json
+import time
 
 import pytest
 import torch
@@ -52,3 +53,24 @@ def test_errors(tmp_path):
     write_options(tmp_path / 'o.yml', {'network_t': tiny_restormer(8)})
     proc = run_cli(['flops', '-opt', 'o.yml'], cwd=tmp_path)
     assert proc.returncode == 2 and 'has no network_g' in proc.stderr
+
+
+def test_student_and_teacher_are_timed_alternately():
+    from skd_basicsr.tools.flops import alternating_latency_ms
+
+    calls = []
+
+    class Recorder(torch.nn.Module):
+
+        def __init__(self, name, seconds):
+            super().__init__()
+            self.name, self.seconds = name, seconds
+
+        def forward(self, x):
+            calls.append(self.name)
+            time.sleep(self.seconds)
+            return x
+
+    medians = alternating_latency_ms([Recorder('s', 0.001), Recorder('t', 0.02)], torch.zeros(1), repeats=3)
+    assert calls == ['s', 't'] + ['s', 't'] * 3  # one warm-up of each, then one of each per round
+    assert medians[0] >= 1 and medians[1] >= 20  # each median is of its own net (sleep gives lower bounds only)

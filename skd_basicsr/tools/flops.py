@@ -66,27 +66,59 @@ def median_latency_ms(net, x, repeats=5):
     return statistics.median(times)
 
 
-def measure(network_opt, size, repeats):
-    """{'params', 'macs', 'macs_with_attention', 'latency_ms'} of a network built from BasicSR options."""
+def alternating_latency_ms(nets, x, repeats=5):
+    """Median latency of each network, timed in turn (one forward of each per round, after one warm-up of each), so
+    that a change of machine load falls on all of them alike; their ratios are what a shared machine can measure."""
+    times = [[] for _ in nets]
+    with torch.inference_mode():
+        for net in nets:
+            net(x)  # warm-up
+        for _ in range(repeats):
+            for net, net_times in zip(nets, times):
+                start = time.perf_counter()
+                net(x)
+                net_times.append((time.perf_counter() - start) * 1000)
+    return [statistics.median(t) for t in times]
+
+
+def _build(network_opt, size):
     from basicsr.archs import build_network
 
     from skd_basicsr.archs import input_channels
 
     net = build_network(copy.deepcopy(network_opt)).eval()
-    x = torch.rand(1, input_channels(network_opt), *size)
+    return net, torch.rand(1, input_channels(network_opt), *size)
+
+
+def _counts(net, x):
     macs = thop_macs(net, x)
-    return {'params': count_params(net), 'macs': macs, 'macs_with_attention': macs + attention_matmul_macs(net, x),
-            'latency_ms': round(median_latency_ms(net, x, repeats), 2)}
+    return {'params': count_params(net), 'macs': macs, 'macs_with_attention': macs + attention_matmul_macs(net, x)}
+
+
+def measure(network_opt, size, repeats):
+    """{'params', 'macs', 'macs_with_attention', 'latency_ms'} of a network built from BasicSR options."""
+    net, x = _build(network_opt, size)
+    return dict(_counts(net, x), latency_ms=round(median_latency_ms(net, x, repeats), 2))
+
+
+def measure_pair(student_opt, teacher_opt, size, repeats):
+    """:func:`measure` of a student and its teacher, their latencies timed alternately (one input for both)."""
+    (net_s, x), (net_t, _) = _build(student_opt, size), _build(teacher_opt, size)
+    latency = alternating_latency_ms([net_s, net_t], x, repeats)
+    return [dict(_counts(net, x), latency_ms=round(ms, 2)) for net, ms in zip((net_s, net_t), latency)]
 
 
 def report(opt, size, repeats):
-    """The measurements of the option file's networks, with student / teacher ratios when there is a teacher."""
+    """The measurements of the option file's networks, with student / teacher ratios when there is a teacher (the
+    two timed alternately)."""
     if 'network_g' not in opt:
         raise OptionError('the option file has no network_g.')
-    result = {'student': measure(opt['network_g'], size, repeats)}
     if 'network_t' in opt:
-        result['teacher'] = measure(opt['network_t'], size, repeats)
+        student, teacher = measure_pair(opt['network_g'], opt['network_t'], size, repeats)
+        result = {'student': student, 'teacher': teacher}
         result['ratio'] = {k: round(result['student'][k] / result['teacher'][k], 4) for k in result['student']}
+    else:
+        result = {'student': measure(opt['network_g'], size, repeats)}
     result['size'] = list(size)
     result['counter'] = COUNTER
     return result
@@ -106,7 +138,8 @@ def format_table(result):
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ['  '.join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
     h, w = result['size']
-    lines.append(f'input 1 x C x {h} x {w}, CPU latency median, {torch.get_num_threads()} threads. MACs: {COUNTER}.')
+    lines.append(f'input 1 x C x {h} x {w}, CPU latency median (student and teacher timed alternately), '
+                 f'{torch.get_num_threads()} threads. MACs: {COUNTER}.')
     return '\n'.join(lines)
 
 
