@@ -8,7 +8,9 @@ Three measurements, all in one process so that the ratios share the machine's st
    * ``student``: the student alone (SRModel, L1, the same optimizer and gradient clipping);
    * ``floor``: ``student`` followed by one teacher forward under inference mode, the least any distillation of
      this teacher can cost;
-   * ``skd_no_cl``: SKDModel with L_REC + L_GK (every ``distill.features`` pair, adapters, both MCA branches);
+   * ``skd_no_cl``: SKDModel with L_REC + L_GK (every ``distill.features`` pair, adapters, both MCA branches, the
+     spatial one in the forms the file chooses per level);
+   * ``skd_exact``: where the file chooses cheap spatial forms, ``skd_no_cl`` with the exact global form instead;
    * ``skd``: SKDModel with L_REC + L_GK + L_CL, as the option file has it;
    * ``cl_passes``: the contrastive term's unavoidable work alone, timed by itself: its feature extractor forward
      on the teacher output (no gradient) and forward + backward on a student output (in the ``teacher`` feature
@@ -21,7 +23,7 @@ Three measurements, all in one process so that the ratios share the machine's st
    change of L_GK and L_CL when the teacher's features come from the bf16 forward: the evidence for or against a
    ``distill.teacher_dtype`` option.
 3. Student against teacher inference latency (batch 1, median of ``--latency-repeats``) at each ``--sizes``, from
-   ``skd_basicsr.tools.flops.measure``, with parameters and MACs.
+   ``skd_basicsr.tools.flops.measure_pair`` (student and teacher timed alternately), with parameters and MACs.
 
 The teacher has random weights (nothing can be downloaded; its speed does not depend on its values).
 
@@ -44,6 +46,7 @@ from os import path as osp
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SPATIAL_FORM_KEYS = ('spatial_window', 'spatial_tokens')
 
 
 def read_options(opt_file, workdir, num_gpu=0):
@@ -81,7 +84,16 @@ def case_options(opt):
         opt_student.pop(key, None)
     for key in ('feature_opt', 'contrast_opt', 'output_opt'):
         opt_student['train'].pop(key, None)
-    return {'skd': opt, 'skd_no_cl': opt_no_cl, 'skd_no_spatial': opt_no_spatial, 'student': opt_student}
+    cases = {'skd': opt, 'skd_no_cl': opt_no_cl, 'skd_no_spatial': opt_no_spatial, 'student': opt_student}
+    # where the file chooses cheap spatial forms, the exact global form everywhere is measured beside them
+    opt_exact = deepcopy(opt_no_cl)
+    forms = [pair.pop(key) for pair in opt_exact['distill']['features'] if isinstance(pair, dict)
+             for key in SPATIAL_FORM_KEYS if key in pair]
+    forms += [opt_exact['train']['feature_opt'].pop(key) for key in SPATIAL_FORM_KEYS
+              if key in opt_exact['train']['feature_opt']]
+    if forms:
+        cases['skd_exact'] = opt_exact
+    return cases
 
 
 def build_all(options):
@@ -131,6 +143,8 @@ def step_cases(models, batch):
     cases = {'student': models['student'].optimize_parameters, 'floor': floor,
              'skd_no_spatial': models['skd_no_spatial'].optimize_parameters,
              'skd_no_cl': models['skd_no_cl'].optimize_parameters, 'skd': skd.optimize_parameters}
+    if 'skd_exact' in models:
+        cases['skd_exact'] = models['skd_exact'].optimize_parameters
     if cri is not None:
         cases['cl_passes'] = cl_passes
     return cases
@@ -233,7 +247,8 @@ def write_report(path, args, opt, batch_shape, medians, all_times, macs, teacher
     what = {'student': 'student alone: forward, L1, backward, AdamW step',
             'floor': 'student iteration + one teacher forward (inference mode)',
             'skd_no_spatial': 'SKDModel, L_REC + L_GK without the spatial MCA branch (direct + channel)',
-            'skd_no_cl': 'SKDModel, L_REC + L_GK (adapters, direct + channel + spatial MCA)',
+            'skd_no_cl': 'SKDModel, L_REC + L_GK (adapters, direct + channel + spatial MCA in the forms of the file)',
+            'skd_exact': 'the same, with the exact global spatial form at every level',
             'skd': 'SKDModel, L_REC + L_GK + L_CL',
             'cl_passes': "L_CL's extractor: forward on the teacher output + forward and backward on the student's"}
     for name in m:
@@ -243,6 +258,9 @@ def write_report(path, args, opt, batch_shape, medians, all_times, macs, teacher
               f'{"met" if ratio_no_cl <= 1.15 else f"missed by {ratio_no_cl - 1.15:.3f}"}).',
               f'- SKD without L_CL / student alone = {m["skd_no_cl"] / m["student"]:.3f}; teacher forward share of the '
               f'floor = {(m["floor"] - m["student"]) / m["floor"]:.2f}.']
+    if 'skd_exact' in m:
+        lines.append(f'- The exact global spatial form at every level instead: SKD without L_CL / floor = '
+                     f'{m["skd_exact"] / m["floor"]:.3f}.')
     spatial = sum(macs['spatial_mca'].values())
     lines += [f'- Spatial MCA: L_GK without its spatial branch / floor = {m["skd_no_spatial"] / m["floor"]:.3f}; the '
               f'spatial branch adds {m["skd_no_cl"] - m["skd_no_spatial"]:.3f} s. Its two products (S^T T and the '
