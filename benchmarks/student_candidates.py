@@ -1,9 +1,10 @@
 """Student candidates for the Restormer option files: parameters, MACs and CPU latency against the teacher.
 
 Issue 11's targets for the student of ``options/SKD_*.yml``: at most 0.38x the teacher's parameters, at most 0.42x
-its MACs, and at most 0.45x its median CPU latency at both 256 x 256 and 512 x 512. Each candidate and the teacher
-are timed alternately (:func:`skd_basicsr.tools.flops.measure_pair`), in one run, so that a change of machine load
-falls on both. Run it on idle cores; it prints a markdown table (and writes it with ``--out``).
+its MACs, and at most 0.45x its median CPU latency at both 256 x 256 and 512 x 512. Every candidate and the teacher
+are timed in turn, one forward of each per round (:func:`skd_basicsr.tools.flops.measure_alternately`), in one run,
+so that a change of machine load falls on all of them. Run it on idle cores; it prints a markdown table (and
+writes it with ``--out``).
 
 Usage:
     python benchmarks/student_candidates.py --threads 2 --repeats 5 --out /tmp/students.md
@@ -44,29 +45,35 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     import skd_basicsr  # noqa: F401  (registries)
-    from skd_basicsr.tools.flops import measure_pair
+    from skd_basicsr.tools.flops import measure_alternately
 
     start = time.time()
+    names = [name for name in CANDIDATES if not args.only or any(name.startswith(p) for p in args.only)]
+    results = {name: [] for name in names}  # name -> [(student, teacher) per size]
+    for size in args.sizes:
+        # every candidate and the teacher timed in turn, one forward of each per round: one teacher timing for all
+        measured = measure_alternately([network(*CANDIDATES[name]) for name in names] + [TEACHER], (size, size),
+                                       args.repeats)
+        for name, student in zip(names, measured):
+            results[name].append((student, measured[-1]))
+            print(f'[students] {name} {size}^2: student {student["latency_ms"]:.0f} ms, teacher '
+                  f'{measured[-1]["latency_ms"]:.0f} ms', flush=True)
     header = ['candidate', 'params', 'MACs'] + [f'latency {s}^2' for s in args.sizes] + ['meets every target']
     lines = ['| ' + ' | '.join(header) + ' |', '| --- |' + ' ---: |' * (len(header) - 2) + ' --- |']
-    for name, spec in CANDIDATES.items():
-        if args.only and not any(name.startswith(prefix) for prefix in args.only):
-            continue
-        ratios, cells = [], []
-        for size in args.sizes:
-            s, t = measure_pair(network(*spec), TEACHER, (size, size), args.repeats)
-            ratios.append(s['latency_ms'] / t['latency_ms'])
-            cells.append(f'{ratios[-1]:.3f} ({s["latency_ms"]:.0f} / {t["latency_ms"]:.0f} ms)')
-            print(f'[students] {name} {size}^2: student {s["latency_ms"]:.0f} ms, teacher {t["latency_ms"]:.0f} ms',
-                  flush=True)
+    for name in names:
+        s, t = results[name][0]
+        ratios = [s_['latency_ms'] / t_['latency_ms'] for s_, t_ in results[name]]
+        cells = [f'{r:.3f} ({s_["latency_ms"]:.0f} / {t_["latency_ms"]:.0f} ms)'
+                 for r, (s_, t_) in zip(ratios, results[name])]
         params, macs = s['params'] / t['params'], s['macs'] / t['macs']
         ok = params <= TARGETS['params'] and macs <= TARGETS['macs'] and max(ratios) <= TARGETS['latency']
         lines.append(f'| {name} | {params:.3f} | {macs:.3f} | ' + ' | '.join(cells) + f' | {"yes" if ok else "no"} |')
     command = ' '.join(['python', 'benchmarks/student_candidates.py'] + sys.argv[1:])
     lines += ['', f'Ratios to the teacher (Restormer dim 48, [4, 6, 6, 8], refinement 4). Latency: median of '
-              f'{args.repeats} batch-1 CPU forwards at {args.threads} threads, student and teacher timed alternately '
-              f'(student / teacher ms in brackets). Targets: params <= {TARGETS["params"]}, MACs <= {TARGETS["macs"]}, '
-              f'latency <= {TARGETS["latency"]} at every size. {(time.time() - start) / 60:.1f} min.',
+              f'{args.repeats} batch-1 CPU forwards at {args.threads} threads, every candidate and the teacher timed '
+              f'in turn (student / teacher ms in brackets). Targets: params <= {TARGETS["params"]}, '
+              f'MACs <= {TARGETS["macs"]}, latency <= {TARGETS["latency"]} at every size. '
+              f'{(time.time() - start) / 60:.1f} min.',
               f'Command: `{command}`']
     table = '\n'.join(lines) + '\n'
     print(table)

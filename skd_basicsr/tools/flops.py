@@ -101,11 +101,16 @@ def measure(network_opt, size, repeats):
     return dict(_counts(net, x), latency_ms=round(median_latency_ms(net, x, repeats), 2))
 
 
+def measure_alternately(network_opts, size, repeats):
+    """:func:`measure` of several networks of one input size, their latencies timed in turn (one input for all)."""
+    built = [_build(opt, size) for opt in network_opts]
+    latency = alternating_latency_ms([net for net, _ in built], built[0][1], repeats)
+    return [dict(_counts(net, x), latency_ms=round(ms, 2)) for (net, x), ms in zip(built, latency)]
+
+
 def measure_pair(student_opt, teacher_opt, size, repeats):
-    """:func:`measure` of a student and its teacher, their latencies timed alternately (one input for both)."""
-    (net_s, x), (net_t, _) = _build(student_opt, size), _build(teacher_opt, size)
-    latency = alternating_latency_ms([net_s, net_t], x, repeats)
-    return [dict(_counts(net, x), latency_ms=round(ms, 2)) for net, ms in zip((net_s, net_t), latency)]
+    """:func:`measure` of a student and its teacher, their latencies timed alternately."""
+    return measure_alternately([student_opt, teacher_opt], size, repeats)
 
 
 def report(opt, size, repeats):
