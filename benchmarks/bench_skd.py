@@ -46,7 +46,6 @@ from os import path as osp
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SPATIAL_FORM_KEYS = ('spatial_window', 'spatial_tokens')
 
 
 def read_options(opt_file, workdir, num_gpu=0):
@@ -85,15 +84,42 @@ def case_options(opt):
     for key in ('feature_opt', 'contrast_opt', 'output_opt'):
         opt_student['train'].pop(key, None)
     cases = {'skd': opt, 'skd_no_cl': opt_no_cl, 'skd_no_spatial': opt_no_spatial, 'student': opt_student}
-    # where the file chooses cheap spatial forms, the exact global form everywhere is measured beside them
-    opt_exact = deepcopy(opt_no_cl)
-    forms = [pair.pop(key) for pair in opt_exact['distill']['features'] if isinstance(pair, dict)
-             for key in SPATIAL_FORM_KEYS if key in pair]
-    forms += [opt_exact['train']['feature_opt'].pop(key) for key in SPATIAL_FORM_KEYS
-              if key in opt_exact['train']['feature_opt']]
-    if forms:
-        cases['skd_exact'] = opt_exact
+    if ships_spatial_forms(opt):  # the exact global form everywhere, measured beside the file's cheap forms
+        cases['skd_exact'] = exact_spatial(opt_no_cl)
     return cases
+
+
+def ships_spatial_forms(opt):
+    """Whether the option file chooses a cheap spatial form anywhere (in feature_opt or on a distilled pair)."""
+    from skd_basicsr.models.skd_model import SPATIAL_FORM_KEYS
+
+    pairs = [p for p in opt['distill']['features'] if isinstance(p, dict)]
+    return any(key in opt['train']['feature_opt'] or any(key in p for p in pairs) for key in SPATIAL_FORM_KEYS)
+
+
+def with_windows(model_opt, windows):
+    """A copy of ``model_opt`` in which distilled pair i takes the spatial window ``windows[i]`` (None: the exact
+    global form), every spatial form of the option file removed."""
+    from skd_basicsr.models.skd_model import SPATIAL_FORM_KEYS
+
+    model_opt = deepcopy(model_opt)
+    for key in SPATIAL_FORM_KEYS:
+        model_opt['train']['feature_opt'].pop(key, None)
+    pairs = []
+    for pair, window in zip(model_opt['distill']['features'], windows):
+        if isinstance(pair, str):
+            pair = {'student': pair, 'teacher': pair}
+        pair = {k: v for k, v in pair.items() if k not in SPATIAL_FORM_KEYS}
+        if window is not None:
+            pair['spatial_window'] = window
+        pairs.append(pair)
+    model_opt['distill']['features'] = pairs
+    return model_opt
+
+
+def exact_spatial(model_opt):
+    """A copy of ``model_opt`` with the exact global spatial form at every distilled level."""
+    return with_windows(model_opt, [None] * len(model_opt['distill']['features']))
 
 
 def build_all(options):

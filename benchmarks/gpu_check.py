@@ -46,7 +46,6 @@ import bench_skd
 START = time.time()  # the report's total includes the imports
 ROOT = bench_skd.ROOT
 MIB = 2**20
-SPATIAL_FORM_KEYS = ('spatial_window', 'spatial_tokens')  # cheap spatial MCA forms, in feature_opt or per pair
 
 # max |error| / max |reference| allowed: float32 kernels reorder sums; bf16 keeps 8 bits of mantissa
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float64: 1e-10}
@@ -333,35 +332,12 @@ class Models:
     def _build(self):
         opt = self.options()
         options = bench_skd.case_options(opt)
-        options['skd_exact'] = with_windows(options['skd_no_cl'], [None] * len(opt['distill']['features']))
+        if 'skd_exact' not in options:  # the option file ships the exact form: skd_no_cl is it, built again by name
+            options['skd_exact'] = bench_skd.exact_spatial(options['skd_no_cl'])
         models = bench_skd.build_all(options)
         windows = full_resolution_windows(models['skd_exact'], self.cfg['window'], self.dev)
-        models.update(bench_skd.build_all({'skd_window': with_windows(options['skd_no_cl'], windows)}))
+        models.update(bench_skd.build_all({'skd_window': bench_skd.with_windows(options['skd_no_cl'], windows)}))
         return opt, models, windows
-
-
-def ships_spatial_forms(opt):
-    """Whether the option file chooses a cheap spatial form anywhere (in feature_opt or on a distilled pair)."""
-    pairs = [p for p in opt['distill']['features'] if isinstance(p, dict)]
-    return any(key in opt['train']['feature_opt'] or any(key in p for p in pairs) for key in SPATIAL_FORM_KEYS)
-
-
-def with_windows(model_opt, windows):
-    """A copy of ``model_opt`` in which distilled pair i takes the spatial window ``windows[i]`` (None: the exact
-    global form), every spatial form of the option file removed."""
-    model_opt = deepcopy(model_opt)
-    for key in SPATIAL_FORM_KEYS:
-        model_opt['train']['feature_opt'].pop(key, None)
-    pairs = []
-    for pair, window in zip(model_opt['distill']['features'], windows):
-        if isinstance(pair, str):
-            pair = {'student': pair, 'teacher': pair}
-        pair = {k: v for k, v in pair.items() if k not in SPATIAL_FORM_KEYS}
-        if window is not None:
-            pair['spatial_window'] = window
-        pairs.append(pair)
-    model_opt['distill']['features'] = pairs
-    return model_opt
 
 
 def full_resolution_windows(skd, window, dev):
@@ -390,7 +366,7 @@ def section_iteration(dev, cfg, ctx):
         'skd_exact': 'SKD, L_REC + L_GK (direct + channel + spatial), exact global spatial MCA at every level',
         'skd_window': f'the same, spatial window {cfg["window"]} at full resolution ({windowed}), global elsewhere',
     }
-    if ships_spatial_forms(opt):
+    if bench_skd.ships_spatial_forms(opt):
         what['skd_no_cl'] = 'the same with the spatial forms of the option file'
     cases = bench_skd.step_cases(models, random_batch(cfg, dev, 1))  # feeds every model
     cases.update((name, models[name].optimize_parameters) for name in ('skd_exact', 'skd_window'))

@@ -125,9 +125,10 @@ def test_lagged_negative_follows_the_student_with_its_decay(tmp_path):
     assert saved.keys() == model.net_g.state_dict().keys()
 
 
-def test_batch_negative_needs_two_images_per_batch(tmp_path):
+@pytest.mark.parametrize('negatives', [['lagged', 'batch'], ['batch']])
+def test_batch_negative_needs_two_images_per_batch(tmp_path, negatives):
     opt = skd_model_opt(tmp_path)
-    opt['train']['contrast_opt'].update(negatives=['lagged', 'batch'])
+    opt['train']['contrast_opt'].update(negatives=negatives)
     opt['datasets']['train']['batch_size_per_gpu'] = 1
     with pytest.raises(OptionError, match=r'negatives: batch takes another image of the batch, but '
                                           r'datasets.train.batch_size_per_gpu is 1'):

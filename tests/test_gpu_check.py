@@ -9,7 +9,8 @@ from os import path as osp
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(REPO, 'benchmarks'))
 
-import gpu_check  # noqa: E402  (benchmarks/ is no package)
+import bench_skd  # noqa: E402  (benchmarks/ is no package)
+import gpu_check  # noqa: E402
 
 SECTIONS = ('mca', 'iteration', 'latency', 'bf16')
 NUMBER = re.compile(r'(?<![\w.])[-+]?(?:\d[\d,]*\.?\d*(?:e[-+]?\d+)?|nan|inf)(?![\w.])', re.IGNORECASE)
@@ -70,8 +71,8 @@ def test_windowed_and_exact_options_replace_the_shipped_spatial_forms():
             }]
         }
     }
-    assert gpu_check.ships_spatial_forms(opt)
-    windowed = gpu_check.with_windows(opt, [8, None])
+    assert bench_skd.ships_spatial_forms(opt)
+    windowed = bench_skd.with_windows(opt, [8, None])
     assert windowed['train']['feature_opt'] == {}
     assert windowed['distill']['features'] == [{
         'student': 'latent',
@@ -81,7 +82,7 @@ def test_windowed_and_exact_options_replace_the_shipped_spatial_forms():
         'student': 'a',
         'teacher': 'b'
     }]
-    assert not gpu_check.ships_spatial_forms(gpu_check.with_windows(opt, [None, None]))
+    assert not bench_skd.ships_spatial_forms(bench_skd.with_windows(opt, [None, None]))
     assert opt['distill']['features'][1]['spatial_window'] == 4  # the option file's own stay as they were
 
 

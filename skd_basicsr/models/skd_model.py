@@ -86,6 +86,7 @@ class SKDModel(SRModel):
         if not self.distill_schedule.constant and not (self.cri_feat or self.cri_contrast):
             raise OptionError('train.distill_schedule scales feature_opt and contrast_opt, but neither is set; remove '
                               'the schedule or add a distillation term.')
+        self.check_batch_negative()
         self.net_lag = self.build_lagged_student()
         teacher_layers = [p['teacher'] for p in self.pairs]
         self.taps_t = FeatureTaps(self.net_t, teacher_layers + (self.contrast_space.layers if given else []),
@@ -157,6 +158,15 @@ class SKDModel(SRModel):
                               f'{describe_unknown_names(unknown, modules, "network_t")}')
         return space
 
+    def check_batch_negative(self):
+        """L_CL's ``batch`` negative takes another image of the batch: refuse a batch of one before training."""
+        if not (self.cri_contrast and 'batch' in self.cri_contrast.negatives):
+            return
+        batch = self.opt.get('datasets', {}).get('train', {}).get('batch_size_per_gpu')
+        if batch is not None and batch < 2:
+            raise OptionError('train.contrast_opt.negatives: batch takes another image of the batch, but '
+                              f'datasets.train.batch_size_per_gpu is {batch}; use 2 or more, or drop batch.')
+
     def build_lagged_student(self):
         """The lagging average of the student that makes L_CL's ``lagged`` negative, or None when it is not used.
 
@@ -165,10 +175,6 @@ class SKDModel(SRModel):
         """
         if not (self.cri_contrast and 'lagged' in self.cri_contrast.negatives):
             return None
-        batch = self.opt.get('datasets', {}).get('train', {}).get('batch_size_per_gpu')
-        if 'batch' in self.cri_contrast.negatives and batch is not None and batch < 2:
-            raise OptionError('train.contrast_opt.negatives: batch takes another image of the batch, but '
-                              f'datasets.train.batch_size_per_gpu is {batch}; use 2 or more, or drop batch.')
         net_lag = deepcopy(self.get_bare_model(self.net_g))
         net_lag.eval()
         net_lag.requires_grad_(False)

@@ -173,7 +173,7 @@ def student_options(variant, name, folders, budget, teacher_weights, init_weight
         seed (int): ``manual_seed``: the student's random initialisation, the batches and the noise. Default: 0.
     """
     opt = stage_options(name, folders, budget, STUDENT, seed=seed)
-    what, train, form, skd, levels = VARIANTS[variant]
+    _, train, form, skd, levels = VARIANTS[variant]
     init = variant.endswith('_init')
     if not skd:
         opt['path']['pretrain_network_g'] = init_weights if init else None
