@@ -6,6 +6,8 @@ load, optimise and schedule through them too. The replacements live in the modul
 :mod:`skd_basicsr.compat` (shims for the installed libraries), :mod:`skd_basicsr.options`,
 :mod:`skd_basicsr.models.checkpoint`, :mod:`skd_basicsr.models.optim`, :mod:`skd_basicsr.models.lr_scheduler`,
 :mod:`skd_basicsr.models.training_batch` (progressive patches and mixing augmentation),
+:mod:`skd_basicsr.models.padded_test` (validation at any input size),
+:mod:`skd_basicsr.models.accumulation` (gradient accumulation),
 :mod:`skd_basicsr.data.preflight` and, for the resume rule of the teacher, :mod:`skd_basicsr.models.skd_model`.
 """
 import functools
@@ -17,11 +19,12 @@ _APPLIED = []
 
 def checking_training_options(init):
     """``BaseModel.__init__`` that, in training, checks the clipping options and attaches the training-batch
-    transforms (progressive patches, mixing augmentation).
+    transforms (progressive patches, mixing augmentation) and gradient accumulation.
 
     ``BaseModel.__init__`` runs before a model builds its networks, so a wrong option fails at once.
     """
     from skd_basicsr.models import training_batch
+    from skd_basicsr.models.accumulation import accum_iter
     from skd_basicsr.models.mixing import MixingAugment
     from skd_basicsr.models.optim import grad_clip_norm
     from skd_basicsr.models.progressive import ProgressivePatches
@@ -33,8 +36,9 @@ def checking_training_options(init):
             grad_clip_norm(opt.get('train') or {})
             # cropped first, then mixed, as in Restormer's training loop
             transforms = [t for t in (ProgressivePatches.from_options(opt), MixingAugment.from_options(opt)) if t]
-            if transforms:
-                training_batch.attach(self, transforms)
+            count = accum_iter(opt.get('train'))
+            if transforms or count > 1:
+                training_batch.attach(self, transforms, count)
 
     return __init__
 
@@ -42,13 +46,14 @@ def checking_training_options(init):
 def changes():
     """The changes, as (owner, attribute, replacement, why); ``owner`` is a BasicSR module or class."""
     compat.alias_functional_tensor()  # before anything imports basicsr, which needs it
-    vgg_arch, base_model, bsr_test, bsr_train, dist_util, file_client, bsr_options, paired = (
-        compat.import_basicsr_quietly('basicsr.archs.vgg_arch', 'basicsr.models.base_model', 'basicsr.test',
-                                      'basicsr.train', 'basicsr.utils.dist_util', 'basicsr.utils.file_client',
-                                      'basicsr.utils.options', 'basicsr.data.paired_image_dataset'))
+    vgg_arch, base_model, sr_model, bsr_test, bsr_train, dist_util, file_client, bsr_options, paired = (
+        compat.import_basicsr_quietly('basicsr.archs.vgg_arch', 'basicsr.models.base_model',
+                                      'basicsr.models.sr_model', 'basicsr.test', 'basicsr.train',
+                                      'basicsr.utils.dist_util', 'basicsr.utils.file_client', 'basicsr.utils.options',
+                                      'basicsr.data.paired_image_dataset'))
     from skd_basicsr import options
     from skd_basicsr.data import preflight
-    from skd_basicsr.models import checkpoint, lr_scheduler, optim, skd_model
+    from skd_basicsr.models import accumulation, checkpoint, lr_scheduler, optim, padded_test, skd_model
 
     model = base_model.BaseModel
     dataset = paired.PairedImageDataset
@@ -79,8 +84,15 @@ def changes():
          'it knows only Adam; Restormer trains with AdamW and clips gradients'),
         (model, 'setup_schedulers', lr_scheduler.setup_schedulers, 'it lacks Restormer\'s cyclic cosine schedule'),
         (model, '__init__', checking_training_options(model.__init__),
-         'check clipping, attach progressive patches (train.progressive) and Restormer\'s mixing augmentation '
-         '(train.mixing_augs) before any network is built'),
+         'check clipping, attach progressive patches (train.progressive), Restormer\'s mixing augmentation '
+         '(train.mixing_augs) and gradient accumulation (train.accum_iter) before any network is built'),
+        (bsr_train, 'create_train_val_dataloader', accumulation.loading_micro_batches(
+            bsr_train.create_train_val_dataloader),
+         'under train.accum_iter the loader delivers every micro-batch of a step, and BasicSR\'s epoch arithmetic '
+         'counts steps'),
+        (sr_model.SRModel, 'test', padded_test.padding_to_multiple(sr_model.SRModel.test),
+         'a windowed network (SwinIR) fails on inputs that are not multiples of its window, such as Set5\'s LR '
+         'images; BasicSR pads them in SwinIRModel only'),
         (bsr_train, 'build_dataset', preflight.checked(bsr_train.build_dataset),
          'a wrong dataroot or a damaged LMDB would surface only deep in a data-loader worker'),
         (bsr_test, 'build_dataset', preflight.checked(bsr_test.build_dataset), 'the same for testing'),

@@ -1,15 +1,15 @@
 """Gaussian denoising from clean images: the noisy input is made on the fly."""
 from os import path as osp
 
-import cv2
 import numpy as np
 import torch
 from basicsr.data.data_util import paths_from_folder, paths_from_lmdb
 from basicsr.data.transforms import augment
-from basicsr.utils import FileClient, imfrombytes, img2tensor
+from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
+from skd_basicsr.data.transforms import pad_to_crop, read_image
 from skd_basicsr.utils.image_io import IMAGE_EXTENSIONS
 
 
@@ -22,7 +22,8 @@ class GaussianDenoiseDataset(data.Dataset):
     the noise statistics the network learns to remove).
 
     In training (``phase: train``) each read draws fresh noise (and a fresh level within ``sigma_range``), takes a
-    random ``gt_size`` crop and flips/rotates. Otherwise the noise of image i is fixed, drawn from a generator seeded
+    random ``gt_size`` crop and flips/rotates. An image smaller than ``gt_size`` (BSD400's 180 x 180 in DFWB) is
+    first reflect-padded at the bottom and right to it, as Restormer's denoising dataset does. Otherwise the noise of image i is fixed, drawn from a generator seeded
     by ``noise_seed`` and i, so validation PSNR is the same in every run and process.
 
     Args:
@@ -77,18 +78,10 @@ class GaussianDenoiseDataset(data.Dataset):
             self.file_client = FileClient(backend.pop('type'), **backend)
         path = self.paths[index]
         flag = 'grayscale' if self.in_ch == 1 else 'color'
-        img_bytes = self.file_client.get(path, 'gt')
-        try:
-            img = imfrombytes(img_bytes, flag=flag, float32=True)
-        except (cv2.error, AttributeError, TypeError) as err:
-            raise ValueError(f'GaussianDenoiseDataset: cannot decode {path} ({err}).') from None
-        if img is None:
-            raise ValueError(f'GaussianDenoiseDataset: cannot decode {path}.')
-        if img.ndim == 2:
-            img = img[..., None]
+        img = read_image(self.file_client, path, 'gt', type(self).__name__, flag)
 
         if self.phase == 'train':
-            img = _random_crop(img, self.opt['gt_size'], path)
+            img = _random_crop(pad_to_crop(img, self.opt['gt_size']), self.opt['gt_size'])
             img = augment(img, self.opt.get('use_hflip', True), self.opt.get('use_rot', True))
             rng = np.random.default_rng(np.random.randint(2**31))  # numpy's global RNG: seeded by BasicSR
         else:
@@ -117,10 +110,8 @@ def _parse_sigma(opt):
     return None, (float(sigma_range[0]), float(sigma_range[1]))
 
 
-def _random_crop(img, size, path):
+def _random_crop(img, size):
     h, w = img.shape[:2]
-    if h < size or w < size:
-        raise ValueError(f'GaussianDenoiseDataset: {path} is {h}x{w}, smaller than gt_size {size}.')
     top = np.random.randint(0, h - size + 1)
     left = np.random.randint(0, w - size + 1)
     return img[top:top + size, left:left + size, ...]

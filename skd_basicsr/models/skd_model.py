@@ -21,6 +21,8 @@ from skd_basicsr.errors import OptionError
 from skd_basicsr.losses.feature_space import TeacherFeatureSpace
 from skd_basicsr.models import checkpoint
 from skd_basicsr.models.distill_schedule import DistillSchedule
+from skd_basicsr.utils.network_io import size_multiple
+from skd_basicsr.utils.tiling import tiled_forward
 
 DISTILL_KEYS = ('features', 'adapter', 'init_from_teacher')
 FEATURE_PAIR_KEYS = ('student', 'teacher')
@@ -66,6 +68,8 @@ class SKDModel(SRModel):
     (:func:`skd_basicsr.distill.weight_selection.select_weights`) before the first iteration, on a fresh start only:
     a resumed run continues from its own checkpoint, and it cannot be combined with ``path.pretrain_network_g``.
     """
+
+    once_per_step = ('update_lagged_student', )  # under train.accum_iter, after the step only (accumulation.py)
 
     def init_training_settings(self):
         self.distill_opt = parse_distill_options(self.opt.get('distill'), self.opt['train'].get('feature_opt'))
@@ -369,6 +373,7 @@ class SKDModel(SRModel):
         where = ', '.join(bad) if bad else 'of another rank'
         self.optimizer_g.zero_grad()
         if self.skip_nonfinite:
+            self.skipped_step = True  # under train.accum_iter: the step's other micro-batches are given up too
             get_root_logger().warning(f'iter {current_iter}: non-finite loss term(s) {where}; step skipped on every '
                                       'rank (train.skip_nonfinite).')
             return
@@ -390,7 +395,8 @@ class SKDModel(SRModel):
     def report_teacher_once(self, dataloader, current_iter=0, tb_logger=None):
         """Log the teacher's metrics on a validation set the first time it is seen: a wrong teacher shows at once.
 
-        They go to the text log and, as ``teacher/metrics/<dataset>/<metric>`` beside BasicSR's own
+        The input is padded to the multiple ``network_t`` needs, as validation pads it for ``network_g``
+        (:mod:`skd_basicsr.models.padded_test`). They go to the text log and, as ``teacher/metrics/<dataset>/<metric>`` beside BasicSR's own
         ``metrics/<dataset>/<metric>``, to TensorBoard (and through it to wandb, which BasicSR syncs from
         TensorBoard).
         """
@@ -400,9 +406,10 @@ class SKDModel(SRModel):
             return
         sums = {metric: 0.0 for metric in self.opt['val']['metrics']}
         count = 0
+        multiple = size_multiple(self.opt['network_t'])
         for data in dataloader:
             with torch.inference_mode():
-                output = self.net_t(data['lq'].to(self.device))
+                output = tiled_forward(self.net_t, data['lq'].to(self.device), multiple=multiple)
             metric_data = {'img': tensor2img([output.cpu()])}
             if 'gt' in data:
                 metric_data['img2'] = tensor2img([data['gt']])

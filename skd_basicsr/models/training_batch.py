@@ -1,6 +1,7 @@
 """Transforms of the training batch (``self.lq``, ``self.gt``) that any BasicSR model gets from options alone:
-progressive patches (:mod:`skd_basicsr.models.progressive`) and Restormer's mixing augmentation
-(:mod:`skd_basicsr.models.mixing`).
+progressive patches (:mod:`skd_basicsr.models.progressive`), Restormer's mixing augmentation
+(:mod:`skd_basicsr.models.mixing`) and gradient accumulation over micro-batches
+(:mod:`skd_basicsr.models.accumulation`).
 
 How they hook in, and why this way. BasicSR's loop calls ``model.update_learning_rate(iter)`` right before
 ``model.feed_data(train_data)``; validation calls ``feed_data`` on its own. So when a transform is configured (and
@@ -12,20 +13,29 @@ whatever their size. Instance attributes rather than a patched ``SRModel.feed_da
 is shadowed by every subclass that overrides ``feed_data`` and would act in the middle of one that extends it (and
 makes ``lq`` from ``gt`` afterwards); an instance attribute wraps the model's complete ``feed_data`` for any
 ``BaseModel`` subclass. Models without such options are not touched at all.
+
+Under ``train.accum_iter: N`` the training batch is first cut into N micro-batches, each transformed on its own
+(its own progressive crop and mini-batch, its own mixing, as on N GPUs), and ``optimize_parameters`` is wrapped
+too: it runs the model's own step once per micro-batch, as one optimizer step (:class:`MicroSteps`).
 """
 import functools
 
+from skd_basicsr.models.accumulation import MicroSteps, mean_logs, split
 
-def attach(model, transforms):
-    """Wrap ``model.update_learning_rate`` and ``model.feed_data`` of this one instance (see the module doc).
+
+def attach(model, transforms, accum_iter=1):
+    """Wrap ``model.update_learning_rate`` and ``model.feed_data`` of this one instance (see the module doc), and
+    ``model.optimize_parameters`` when ``accum_iter`` > 1.
 
     Args:
         model (BaseModel): The model, in training.
         transforms (list[callable]): ``(lq, gt, current_iter) -> (lq, gt)``, applied in order to each training
-            batch; ``gt`` may be None.
+            batch (to each micro-batch under accumulation); ``gt`` may be None.
+        accum_iter (int): Micro-batches per optimizer step (:mod:`skd_basicsr.models.accumulation`). Default: 1.
     """
     cls = type(model)
     pending = []  # the iteration recorded by update_learning_rate, consumed by the next feed_data
+    micro_batches = []  # under accumulation: the (lq, gt) micro-batches of the current step, fed one by one
 
     @functools.wraps(cls.update_learning_rate)
     def update_learning_rate(current_iter, *args, **kwargs):
@@ -35,18 +45,45 @@ def attach(model, transforms):
     @functools.wraps(cls.feed_data)
     def feed_data(data, *args, **kwargs):
         cls.feed_data(model, data, *args, **kwargs)
+        micro_batches.clear()
         if not pending:
             return
         current_iter = pending.pop()
         if getattr(model, 'lq', None) is None:
-            raise AttributeError(f'Training-batch transforms (train.progressive, train.mixing_augs) change self.lq '
-                                 f'(and self.gt) after feed_data, but {cls.__name__}.feed_data did not set self.lq.')
-        lq, gt = model.lq, getattr(model, 'gt', None)
-        for transform in transforms:
-            lq, gt = transform(lq, gt, current_iter)
+            raise AttributeError(f'Training-batch transforms (train.progressive, train.mixing_augs, '
+                                 f'train.accum_iter) change self.lq (and self.gt) after feed_data, but '
+                                 f'{cls.__name__}.feed_data did not set self.lq.')
+        parts = split(model.lq, getattr(model, 'gt', None), accum_iter)
+        for lq, gt in parts:
+            for transform in transforms:
+                lq, gt = transform(lq, gt, current_iter)
+            micro_batches.append((lq, gt))
+        show(*micro_batches[0])
+
+    def show(lq, gt):
         model.lq = lq
         if gt is not None:
             model.gt = gt
 
+    @functools.wraps(cls.optimize_parameters)
+    def optimize_parameters(current_iter, *args, **kwargs):
+        batches = list(micro_batches)
+        micro_batches.clear()
+        if len(batches) < 2:  # not fed by the training loop: the model's own step on what it holds
+            return cls.optimize_parameters(model, current_iter, *args, **kwargs)
+        steps, logs = MicroSteps(model, len(batches)), []
+        for index, batch in enumerate(batches):
+            show(*batch)
+            model.skipped_step = False
+            with steps.step(index):
+                cls.optimize_parameters(model, current_iter, *args, **kwargs)
+            logs.append(model.log_dict)
+            if model.skipped_step:  # a model that gives up this step (SKDModel's non-finite guard): all of it
+                steps.zero_grad()
+                break
+        model.log_dict = mean_logs(logs)
+
     model.update_learning_rate = update_learning_rate
     model.feed_data = feed_data
+    if accum_iter > 1:
+        model.optimize_parameters = optimize_parameters
