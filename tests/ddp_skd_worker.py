@@ -1,9 +1,11 @@
-"""Run under torchrun by tests/test_reliability.py: SKD on 2 CPU processes (gloo), then compare the replicas."""
+"""Run under torchrun by tests/test_reliability.py: SKD on 2 CPU processes (gloo) with gradient accumulation over 2
+micro-batches, then compare the replicas and count the gradient all-reduces: one per step, not one per micro-batch."""
 import gc
 import sys
 
 import torch
 import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel
 
 import skd_basicsr  # noqa: F401
@@ -14,6 +16,14 @@ sys.path.insert(0, sys.argv[1])  # tests/
 from test_skd_model import batch, make_opt  # noqa: E402
 
 
+def counting_allreduce(counts):
+    def hook(name, bucket):
+        counts[name] += 1
+        return allreduce_hook(None, bucket)
+
+    return hook
+
+
 def main(tmp_path, out_file):
     init_dist('pytorch')
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -22,13 +32,20 @@ def main(tmp_path, out_file):
     # let a rank read it half-written
     opt = make_opt(tmp_path / f'rank{rank}')
     opt.update(dist=True, rank=rank, world_size=world)
+    opt['train']['accum_iter'] = 2
+    opt['datasets']['train']['batch_size_per_gpu'] = 1
     model = build_model(opt)
     assert isinstance(model.net_g, DistributedDataParallel)
     assert isinstance(model.adapters, DistributedDataParallel)
     assert not isinstance(model.net_t, DistributedDataParallel)
+    reduces = {'net_g': 0, 'adapters': 0}
+    for name in reduces:
+        getattr(model, name).register_comm_hook(name, counting_allreduce(reduces))
     for it in (1, 2, 3):
-        model.feed_data(batch(seed=10 * it + rank))  # each rank sees other data
+        model.update_learning_rate(it)  # as BasicSR's loop: marks the next feed as a training batch
+        model.feed_data(batch(seed=10 * it + rank))  # each rank sees other data; 2 micro-batches of 1
         model.optimize_parameters(it)
+    assert reduces == {'net_g': 3, 'adapters': 3}, reduces  # tiny nets: one bucket each, once per step
     for net in (model.net_g, model.adapters):
         flat = torch.cat([p.detach().flatten() for p in net.parameters()])
         gathered = [torch.empty_like(flat) for _ in range(world)]
