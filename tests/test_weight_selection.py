@@ -35,7 +35,7 @@ def restormer(dim=4, num_blocks=(1, 1, 1, 1), refinement=1, heads=(1, 2, 2, 4), 
                      **kwargs)
 
 
-def swinir(dim=6, depths=(2, 2), heads=(2, 2), **kwargs):
+def swinir(dim=6, depths=(2, 2), heads=(2, 2), upscale=1, upsampler='', **kwargs):
     return SwinIR(img_size=8,
                   in_chans=3,
                   embed_dim=dim,
@@ -43,8 +43,8 @@ def swinir(dim=6, depths=(2, 2), heads=(2, 2), **kwargs):
                   num_heads=list(heads),
                   window_size=4,
                   mlp_ratio=2.0,
-                  upscale=1,
-                  upsampler='',
+                  upscale=upscale,
+                  upsampler=upsampler,
                   drop_path_rate=0.0,
                   **kwargs)
 
@@ -425,3 +425,20 @@ def test_shrink_refuses_with_a_message(shrink_files, capsys, change, message):
     err = capsys.readouterr().err
     assert re.search(message, err), err
     assert not out.exists() or out.read_bytes() == b'keep me'
+
+
+def test_swinir_upsamplers_of_different_kinds_keep_the_students_own():
+    """A classical (pixelshuffle) teacher and a lightweight (pixelshuffledirect) student both have upsample.0, with
+    other roles: the student's stays as initialised; everything else still comes from the teacher."""
+    teacher = randomised(swinir(12, upscale=2, upsampler='pixelshuffle'))
+    student = swinir(6, upscale=2, upsampler='pixelshuffledirect')
+    own = {name: t.clone() for name, t in student.state_dict().items()}
+    state, report = select_weights(teacher.state_dict(), student)
+    assert report.own == ['upsample.0.weight', 'upsample.0.bias']
+    assert "kept the student's own initialisation" in '\n'.join(report.lines())
+    assert all(torch.equal(state[name], own[name]) for name in report.own)
+    assert torch.equal(state['conv_first.weight'], teacher.state_dict()['conv_first.weight'][:6])
+    assert report.filled == report.total - sum(own[name].numel() for name in report.own)
+    # the same kind of upsampler on both sides is selected as before
+    _, same = select_weights(teacher.state_dict(), swinir(6, upscale=2, upsampler='pixelshuffle'))
+    assert same.own == []

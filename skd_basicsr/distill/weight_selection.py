@@ -55,7 +55,9 @@ class SelectionReport:
         filled (int): Student parameter entries copied from the teacher.
         total (int): Student parameter entries.
         teacher_total (int): Teacher parameter entries (tensors named like a student parameter).
-        from_student (list[str]): Buffers kept from the student itself (they depend only on its configuration).
+        from_student (list[str]): Buffers kept from the student itself (they depend only on its configuration), and
+            the parameters a rule set leaves to the student's own initialisation (``own``).
+        own (list[str]): Those parameters (SwinIR's upsampler when the two nets upsample differently).
         unused (list[str]): Teacher tensors outside the dropped blocks that no student tensor came from.
     """
     arch: str
@@ -65,6 +67,7 @@ class SelectionReport:
     teacher_total: int
     from_student: list = field(default_factory=list)
     unused: list = field(default_factory=list)
+    own: list = field(default_factory=list)
 
     def lines(self):
         """A human summary: the parameter ratio and the kept blocks of each stage."""
@@ -73,6 +76,8 @@ class SelectionReport:
             f"teacher's {self.teacher_total:,}; {self.filled:,} filled from the teacher."
         ]
         out += [f'  {name}: teacher blocks {stage.kept} of {stage.of}' for name, stage in self.stages.items()]
+        if self.own:
+            out.append(f"  kept the student's own initialisation (no counterpart in the teacher's role): {self.own}")
         if self.unused:
             out.append(f'  {len(self.unused)} teacher tensor(s) unused, e.g. {self.unused[:3]}')
         return out
@@ -267,6 +272,23 @@ RULES = {
 OWN_BUFFERS = {'SwinIR': ('relative_position_index', 'attn_mask')}
 
 
+def _swinir_own_tensors(student_state, teacher_state):
+    """SwinIR's ``upsample.*`` when the two nets upsample differently: the names coincide, the roles do not.
+
+    A 'pixelshuffle' SwinIR (classical SR) has ``conv_before_upsample`` and an ``upsample`` of x2 shuffle convolutions
+    on 64 channels; a 'pixelshuffledirect' one (lightweight SR) has no ``conv_before_upsample`` and its ``upsample.0``
+    maps the body straight to the image's channels times scale^2. A slice of one is no start for the other, so the
+    student keeps its own initialisation there.
+    """
+    if ('conv_before_upsample.0.weight' in teacher_state) == ('conv_before_upsample.0.weight' in student_state):
+        return []
+    return [name for name in student_state if name.startswith('upsample.')]
+
+
+# tensors a rule set leaves to the student's own initialisation, decided from the two state dicts
+OWN_TENSORS = {'SwinIR': _swinir_own_tensors}
+
+
 # --------------------------------------------------------------------------------------------------------------
 # depth
 # --------------------------------------------------------------------------------------------------------------
@@ -367,6 +389,8 @@ def select_weights(teacher_state, student_net, arch=None, strict=False):
         return _renumber(name, plan)
 
     from_student = [name for name in student_state if name.rpartition('.')[2] in OWN_BUFFERS.get(arch, ())]
+    own = OWN_TENSORS.get(arch, lambda *_: [])(student_state, teacher_state)
+    from_student += [name for name in own if name not in from_student]
     state = {name: student_state[name].clone() for name in from_student}
     for name in student_state:
         if name not in state and to_teacher(name) not in teacher_state:
@@ -396,5 +420,6 @@ def select_weights(teacher_state, student_net, arch=None, strict=False):
                              teacher_total=sum(t.numel() for key, t in teacher_state.items()
                                                if _pattern(key) in patterns),
                              from_student=from_student,
-                             unused=unused)
+                             unused=unused,
+                             own=[name for name in own if name in parameters])
     return state, report
