@@ -442,3 +442,20 @@ def test_swinir_upsamplers_of_different_kinds_keep_the_students_own():
     # the same kind of upsampler on both sides is selected as before
     _, same = select_weights(teacher.state_dict(), swinir(6, upscale=2, upsampler='pixelshuffle'))
     assert same.own == []
+
+
+def test_edsr_residual_scale_of_the_teacher_is_matched_when_the_teacher_is_given():
+    """EDSR-L scales each residual branch by 0.1, EDSR-M by 1: a student of the teacher's width and depth then
+    computes exactly the teacher; from the state dict alone (no net) it cannot, and nothing is rescaled."""
+    torch.manual_seed(0)
+    teacher = randomised(EDSR(3, 3, num_feat=8, num_block=2, upscale=2, img_range=1.0, res_scale=0.1)).eval()
+    student = EDSR(3, 3, num_feat=8, num_block=2, upscale=2, img_range=1.0, res_scale=1).eval()
+    x = torch.rand(1, 3, 8, 8)
+    state, report = select_weights(teacher.state_dict(), student, teacher_net=teacher)
+    assert report.rescaled == ['body.0', 'body.1'] and 'rescaled' in '\n'.join(report.lines())
+    student.load_state_dict(state)
+    with torch.no_grad():
+        assert torch.allclose(student(x), teacher(x), rtol=1e-5, atol=1e-5)
+        state, report = select_weights(teacher.state_dict(), student)
+        student.load_state_dict(state)
+        assert report.rescaled == [] and not torch.allclose(student(x), teacher(x), atol=1e-3)

@@ -58,6 +58,7 @@ class SelectionReport:
         from_student (list[str]): Buffers kept from the student itself (they depend only on its configuration), and
             the parameters a rule set leaves to the student's own initialisation (``own``).
         own (list[str]): Those parameters (SwinIR's upsampler when the two nets upsample differently).
+        rescaled (list[str]): Residual blocks whose last convolution was scaled to the teacher's residual scale.
         unused (list[str]): Teacher tensors outside the dropped blocks that no student tensor came from.
     """
     arch: str
@@ -68,6 +69,7 @@ class SelectionReport:
     from_student: list = field(default_factory=list)
     unused: list = field(default_factory=list)
     own: list = field(default_factory=list)
+    rescaled: list = field(default_factory=list)
 
     def lines(self):
         """A human summary: the parameter ratio and the kept blocks of each stage."""
@@ -76,6 +78,9 @@ class SelectionReport:
             f"teacher's {self.teacher_total:,}; {self.filled:,} filled from the teacher."
         ]
         out += [f'  {name}: teacher blocks {stage.kept} of {stage.of}' for name, stage in self.stages.items()]
+        if self.rescaled:
+            out.append(f"  {len(self.rescaled)} residual block(s) rescaled to the teacher's residual scale "
+                       f"(res_scale), e.g. {self.rescaled[:2]}")
         if self.own:
             out.append(f"  kept the student's own initialisation (no counterpart in the teacher's role): {self.own}")
         if self.unused:
@@ -358,7 +363,30 @@ def _unused(teacher_state, used, plan, own_buffers):
 # --------------------------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------------------------
-def select_weights(teacher_state, student_net, arch=None, strict=False):
+def _match_residual_scales(state, student_net, teacher_net, to_teacher):
+    """Residual blocks that scale their branch differently (EDSR-L: ``res_scale`` 0.1, EDSR-M: 1) get their last
+    convolution scaled by teacher scale / student scale, so the selected block adds what the teacher's adds.
+
+    Returns:
+        list[str]: The student blocks rescaled.
+    """
+    from basicsr.archs.arch_util import ResidualBlockNoBN
+
+    teacher_modules = dict(teacher_net.named_modules())
+    rescaled = []
+    for name, block in student_net.named_modules():
+        twin = teacher_modules.get(to_teacher(name))
+        if not (isinstance(block, ResidualBlockNoBN) and isinstance(twin, ResidualBlockNoBN)):
+            continue
+        ratio = twin.res_scale / block.res_scale
+        if ratio != 1:
+            for key in (f'{name}.conv2.weight', f'{name}.conv2.bias'):
+                state[key] = state[key] * ratio
+            rescaled.append(name)
+    return rescaled
+
+
+def select_weights(teacher_state, student_net, arch=None, strict=False, teacher_net=None):
     """The initial state dict of ``student_net``, selected from a larger teacher of the same family.
 
     Args:
@@ -369,6 +397,8 @@ def select_weights(teacher_state, student_net, arch=None, strict=False):
             student's class name where it has rules, else 'generic'.
         strict (bool): Also refuse a teacher with tensors the student has no place for (outside dropped blocks),
             e.g. a dual-pixel teacher for a single-image student. Default: False (they are listed in the report).
+        teacher_net (nn.Module | None): The teacher, built, when at hand: constants that are not in its state dict
+            are then matched too (the residual scale of EDSR's blocks, 0.1 in EDSR-L and 1 in EDSR-M). Default: None.
 
     Returns:
         tuple[dict, SelectionReport]: A state dict that ``student_net.load_state_dict(..., strict=True)`` accepts,
@@ -407,6 +437,7 @@ def select_weights(teacher_state, student_net, arch=None, strict=False):
             raise OptionError(f'{name} {tuple(tensor.shape)} cannot be selected from the teacher\'s '
                               f'{to_teacher(name)} {tuple(teacher.shape)}: {why}.') from None
 
+    rescaled = _match_residual_scales(state, student_net, teacher_net, to_teacher) if teacher_net is not None else []
     unused = _unused(teacher_state, {to_teacher(name) for name in student_state}, plan, OWN_BUFFERS.get(arch, ()))
     if strict and unused:
         raise OptionError(f'{unused[0]} of the teacher has no place in the student ({len(unused)} such tensors; '
@@ -421,5 +452,6 @@ def select_weights(teacher_state, student_net, arch=None, strict=False):
                                                if _pattern(key) in patterns),
                              from_student=from_student,
                              unused=unused,
-                             own=[name for name in own if name in parameters])
+                             own=[name for name in own if name in parameters],
+                             rescaled=rescaled)
     return state, report

@@ -133,7 +133,7 @@ class SKDModel(SRModel):
                               'weights; keep one of them.')
         net_g = self.get_bare_model(self.net_g)
         try:
-            state, report = select_weights(self.net_t.state_dict(), net_g)
+            state, report = select_weights(self.net_t.state_dict(), net_g, teacher_net=self.net_t)
         except OptionError as err:
             raise OptionError(f'distill.init_from_teacher: {err}') from None
         net_g.load_state_dict(state, strict=True)
