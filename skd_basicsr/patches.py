@@ -86,10 +86,10 @@ def changes():
         (model, '__init__', checking_training_options(model.__init__),
          'check clipping, attach progressive patches (train.progressive), Restormer\'s mixing augmentation '
          '(train.mixing_augs) and gradient accumulation (train.accum_iter) before any network is built'),
-        (bsr_train, 'create_train_val_dataloader', accumulation.loading_micro_batches(
-            bsr_train.create_train_val_dataloader),
+        (bsr_train, 'create_train_val_dataloader', preflight.refusing_empty_loader(
+            accumulation.loading_micro_batches(bsr_train.create_train_val_dataloader)),
          'under train.accum_iter the loader delivers every micro-batch of a step, and BasicSR\'s epoch arithmetic '
-         'counts steps'),
+         'counts steps; a set smaller than one batch would train nothing and end as if it had'),
         (sr_model.SRModel, 'test', padded_test.padding_to_multiple(sr_model.SRModel.test),
          'a windowed network (SwinIR) fails on inputs that are not multiples of its window, such as Set5\'s LR '
          'images; BasicSR pads them in SwinIRModel only'),

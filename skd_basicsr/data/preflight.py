@@ -82,3 +82,28 @@ def checked(build_dataset):
         return build_dataset(dataset_opt)
 
     return build
+
+
+def refusing_empty_loader(create_train_val_dataloader):
+    """BasicSR's ``create_train_val_dataloader`` that refuses a training loader without one full batch.
+
+    BasicSR's training loader drops the last incomplete batch, so a set smaller than one batch (per GPU, times
+    ``train.accum_iter``) yields nothing, and BasicSR's loop then ends at iteration 0 as if it had trained.
+    """
+
+    @functools.wraps(create_train_val_dataloader)
+    def create(opt, logger):
+        result = create_train_val_dataloader(opt, logger)
+        train_loader = result[0]
+        if train_loader is not None and len(train_loader) == 0:
+            dataset_opt = opt['datasets']['train']
+            samples = len(train_loader.sampler)
+            raise OptionError(
+                f'datasets {dataset_opt.get("name", "train")}: {samples} training sample(s) per GPU '
+                f'({len(train_loader.dataset)} image(s) x dataset_enlarge_ratio '
+                f'{dataset_opt.get("dataset_enlarge_ratio", 1)}, over {opt.get("world_size", 1)} GPU(s)) make no '
+                f'full batch of {train_loader.batch_size}, and incomplete batches are dropped: training would do '
+                'nothing. Raise dataset_enlarge_ratio, or lower batch_size_per_gpu or train.accum_iter.')
+        return result
+
+    return create

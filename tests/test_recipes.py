@@ -1,0 +1,144 @@
+"""The recipe check: every shipped option file, SKD and baselines, trains through every progressive stage and validates
+once through `basicsr train`, on stand-ins laid out as datasets/README.md says and sized like the real datasets
+(Rain13K's and BSD400's images smaller than the 384 crop, portrait and landscape; Set5's LR images that are not
+multiples of SwinIR's window; SIDD and GoPro patches), with the networks cut in width only, so that every module named
+in distill.features exists as in the file. What the test changes besides the widths is listed in `shrunk`: the
+iterations (one per progressive stage), validation at the end only, no loader workers, the teacher's weights (random,
+saved here), and dataset_enlarge_ratio (a handful of images must make a step's batches)."""
+import glob
+import json
+import os
+from os import path as osp
+
+import cv2
+import numpy as np
+import pytest
+
+import skd_basicsr  # noqa: F401
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+from skd_basicsr.options import yaml_load
+
+from helpers import run_cli, save_teacher, write_options
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+OPTION_FILES = sorted(glob.glob(osp.join(REPO, 'options', '*.yml')) + glob.glob(osp.join(REPO, 'options', 'train',
+                                                                                         '*.yml')))
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings('ignore:torch.meshgrid')]
+
+BSD_LANDSCAPE, BSD_PORTRAIT = (321, 481), (481, 321)  # (h, w) of the BSD-sized images of Rain13K, BSD400, CBSD68
+# the stand-in images of each dataset root the option files read, as (h, w); paired roots get their input alike
+STAND_INS = {
+    'datasets/Denoise/train/DFWB.lmdb': [(180, 180), BSD_LANDSCAPE, BSD_PORTRAIT, (375, 500), (512, 512)],
+    'datasets/Denoise/test/CBSD68.lmdb': [BSD_LANDSCAPE, BSD_PORTRAIT],
+    'datasets/Denoise/train/SIDD': [(512, 512), (512, 512)],
+    'datasets/Denoise/val/SIDD': [(256, 256), (256, 256)],
+    'datasets/Deraining/train/Rain13K': [BSD_LANDSCAPE, BSD_PORTRAIT, (400, 600)],
+    'datasets/Deraining/test/Rain100L': [BSD_LANDSCAPE, BSD_PORTRAIT],
+    'datasets/Deblur/GoPro/train': [(512, 512), (512, 512)],
+    'datasets/Deblur/GoPro/val': [(256, 256), (256, 256)],
+    'datasets/DIV2K': [(480, 480), (480, 480)],  # HR sub-images; the LR ones are 120 x 120
+    'datasets/Set5': [(276, 276), (336, 228)],  # head and woman of GTmod12: LR 69 x 69 and 84 x 57
+}
+# widths cut for the check, (teacher, student); depths, heads and every module name stay those of the files
+WIDTHS = {
+    'Restormer': {'dim': (4, 4)},
+    'EDSR': {'num_feat': (16, 8)},
+    'RRDBNet': {'num_feat': (8, 8), 'num_grow_ch': (4, 4)},
+    'SwinIR': {'embed_dim': (12, 6)},
+}
+HUGE = 10**9
+
+
+def smooth_image(shape, rng):
+    h, w = shape
+    base = rng.random((max(h // 8, 2), max(w // 8, 2), 3))
+    return np.clip(cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC) * 255, 0, 255).astype(np.uint8)
+
+
+def write_set(folder, images):
+    os.makedirs(folder, exist_ok=True)
+    for name, img in images.items():
+        cv2.imwrite(osp.join(folder, f'{name}.png'), img)
+
+
+def pack(folder, lmdb_path):
+    names = sorted(os.listdir(folder))
+    os.makedirs(osp.dirname(lmdb_path), exist_ok=True)
+    make_lmdb_from_imgs(folder, lmdb_path, names, [n[:-4] for n in names], map_size=1 << 28)
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+    """A folder laid out as datasets/README.md lays out the real datasets, with stand-ins of their sizes."""
+    top = tmp_path_factory.mktemp('recipes')
+    rng = np.random.default_rng(0)
+    for where, shapes in STAND_INS.items():
+        gt = {f'{i:04d}': smooth_image(shape, rng) for i, shape in enumerate(shapes)}
+        noisy = {k: np.clip(v + rng.normal(0, 20, v.shape), 0, 255).astype(np.uint8) for k, v in gt.items()}
+        base = top / where
+        if where.endswith('.lmdb'):  # clean images only (noise added on the fly)
+            write_set(str(top / 'png' / where), gt)
+            pack(str(top / 'png' / where), str(base))
+        elif where == 'datasets/DIV2K':
+            lr = {k: cv2.resize(v, (v.shape[1] // 4, v.shape[0] // 4), interpolation=cv2.INTER_CUBIC)
+                  for k, v in gt.items()}
+            for name, images in (('DIV2K_train_HR_sub', gt), ('DIV2K_train_LR_bicubic_X4_sub', lr)):
+                write_set(str(top / 'png' / name), images)
+                pack(str(top / 'png' / name), str(base / f'{name}.lmdb'))
+        elif where == 'datasets/Set5':
+            write_set(str(base / 'GTmod12'), gt)
+            write_set(str(base / 'LRbicx4'), {k: cv2.resize(v, (v.shape[1] // 4, v.shape[0] // 4),
+                                                            interpolation=cv2.INTER_CUBIC) for k, v in gt.items()})
+        else:
+            for side, images in (('target', gt), ('input', noisy)):
+                write_set(str(top / 'png' / where / side), images)
+                pack(str(top / 'png' / where / side), str(base / f'{side}.lmdb'))
+    return top
+
+
+def shrunk(path, root):
+    """The option file as plain data, cut in width and in length for the check (see the module doc)."""
+    with open(path) as f:
+        opt = json.loads(json.dumps(yaml_load(f.read(), source=path)))
+    arch = opt['network_g']['type']
+    for key, (teacher, student) in WIDTHS[arch].items():
+        opt['network_g'][key] = student
+        if 'network_t' in opt:
+            opt['network_t'][key] = teacher
+    stages = len(opt['train'].get('progressive', {}).get('iters', [1, 1]))
+    if 'progressive' in opt['train']:
+        opt['train']['progressive']['iters'] = [1] * stages
+    opt['train']['total_iter'] = stages
+    opt.update(name=f'recipe_{osp.basename(path)[:-4]}', num_gpu=0)
+    train = opt['datasets']['train']
+    train.update(num_worker_per_gpu=0, dataset_enlarge_ratio=100)
+    opt['val']['val_freq'] = HUGE  # BasicSR validates once more after the last iteration: that is the one
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=HUGE, use_tb_logger=False, wandb=None)
+    for dataset_opt in opt['datasets'].values():
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            assert osp.exists(root / dataset_opt[key]), f'{path}: {key} {dataset_opt[key]} has no stand-in'
+    if 'network_t' in opt:
+        opt['path']['pretrain_network_t'] = str(root / f'{opt["name"]}_teacher.pth')
+        save_teacher(opt['path']['pretrain_network_t'], opt['network_t'])
+    return opt, stages
+
+
+@pytest.mark.parametrize('path', OPTION_FILES, ids=lambda p: osp.relpath(p, osp.join(REPO, 'options')))
+def test_option_file_trains_every_stage_and_validates_on_real_sizes(path, root):
+    opt, stages = shrunk(path, root)
+    proc = run_cli(['train', '-opt', write_options(root / f'{opt["name"]}.yml', opt)], cwd=root)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert f'iter:{stages:8d}' in log and 'End of training' in log
+    if 'progressive' in opt['train']:
+        for stage in range(1, stages + 1):
+            assert f'stage {stage}/{stages}, patch size {opt["train"]["progressive"]["gt_sizes"][stage - 1]}' in log
+    accum = opt['train'].get('accum_iter', 1)
+    assert (f'Gradient accumulation (train.accum_iter: {accum})' in log) == (accum > 1)
+    val = opt['datasets']['val']['name']
+    assert log.count(f'Validation {val}') == 1 and '# psnr:' in log
+    if opt['model_type'] == 'SKDModel':
+        assert f'Teacher (network_t) on {val}' in log
+        assert 'distill.init_from_teacher: network_g initialised from network_t' in log
+        for name in ('l_pix:', 'l_kd:', 'l_gk:', 'l_cl:'):
+            assert name in log
