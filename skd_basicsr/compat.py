@@ -146,17 +146,27 @@ def lmdb_backend_init(self, db_paths, client_keys='default', readonly=True, lock
     LMDB, or two datasets on one LMDB, failed. Environments are keyed by process id too: DataLoader workers are
     forked and must open their own.
     """
-    import lmdb
-
     db_paths = [db_paths] if isinstance(db_paths, str) else list(db_paths)
     client_keys = [client_keys] if isinstance(client_keys, str) else list(client_keys)
     if len(db_paths) != len(client_keys):
         raise ValueError(f'lmdb backend: {len(db_paths)} db_paths but {len(client_keys)} client_keys.')
     self.db_paths = [str(p) for p in db_paths]
-    self._client = {}
-    for key, path in zip(client_keys, self.db_paths):
-        cache_key = (os.getpid(), osp.realpath(path))
-        if cache_key not in _LMDB_ENVIRONMENTS:
-            _LMDB_ENVIRONMENTS[cache_key] = lmdb.open(path, readonly=readonly, lock=lock, readahead=readahead,
-                                                      **kwargs)
-        self._client[key] = _LMDB_ENVIRONMENTS[cache_key]
+    self._client = {
+        key: shared_lmdb_environment(path, readonly=readonly, lock=lock, readahead=readahead, **kwargs)
+        for key, path in zip(client_keys, self.db_paths)
+    }
+
+
+def shared_lmdb_environment(path, **kwargs):
+    """The environment of the LMDB at ``path`` for this process, opened on first use (see :func:`lmdb_backend_init`).
+
+    Everything in this package that reads an LMDB goes through here (the dataset checks too), so that a second
+    reader in the same process (validation on the training LMDB, a second training run) never meets lmdb 3's
+    'already open'. The environments stay open for the life of the process.
+    """
+    import lmdb
+
+    cache_key = (os.getpid(), osp.realpath(path))
+    if cache_key not in _LMDB_ENVIRONMENTS:
+        _LMDB_ENVIRONMENTS[cache_key] = lmdb.open(path, **kwargs)
+    return _LMDB_ENVIRONMENTS[cache_key]

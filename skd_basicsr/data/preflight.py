@@ -33,7 +33,7 @@ def check_dataset_options(opt):
 
 def check_lmdb(root, where):
     """An LMDB that BasicSR can read: ``*.lmdb`` with data.mdb and meta_info.txt, whose first key decodes."""
-    import lmdb
+    from skd_basicsr.compat import shared_lmdb_environment
 
     if not root.endswith('.lmdb'):
         raise OptionError(f'{where} {root}: io_backend is lmdb but the path does not end with .lmdb.')
@@ -45,17 +45,14 @@ def check_lmdb(root, where):
         first = f.readline().split('.')[0]
     if not first:
         raise OptionError(f'{where}: {meta} is empty.')
-    env = lmdb.open(root, readonly=True, lock=False, readahead=False)
-    try:
-        with env.begin() as txn:
-            value = txn.get(first.encode('ascii'))
-            if value is None:
-                raise OptionError(f'{where}: key {first!r} of meta_info.txt is not in {root}; the LMDB and its '
-                                  'meta_info.txt do not belong together. Re-pack it with `basicsr lmdb`.')
-            if cv2.imdecode(np.frombuffer(value, np.uint8), cv2.IMREAD_UNCHANGED) is None:
-                raise OptionError(f'{where}: the image under key {first!r} in {root} does not decode.')
-    finally:
-        env.close()
+    env = shared_lmdb_environment(root, readonly=True, lock=False, readahead=False)
+    with env.begin() as txn:
+        value = txn.get(first.encode('ascii'))
+    if value is None:
+        raise OptionError(f'{where}: key {first!r} of meta_info.txt is not in {root}; the LMDB and its '
+                          'meta_info.txt do not belong together. Re-pack it with `basicsr lmdb`.')
+    if cv2.imdecode(np.frombuffer(value, np.uint8), cv2.IMREAD_UNCHANGED) is None:
+        raise OptionError(f'{where}: the image under key {first!r} in {root} does not decode.')
 
 
 def naming_files(getitem):
