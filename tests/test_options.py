@@ -82,6 +82,15 @@ def test_there_is_an_option_file_per_task_and_baseline():
         assert {f'SKD_SRx4_{arch}.yml', f'train/Student_SRx4_{arch}_scratch.yml'} <= names
 
 
+def test_scratch_baselines_train_the_students_of_the_skd_files():
+    for path in OPTION_FILES:
+        name = osp.basename(path)
+        if name.startswith('Student_'):
+            skd = osp.join(REPO, 'options', 'SKD_' + name[len('Student_'):-len('_scratch.yml')] + '.yml')
+            with open(path) as f, open(skd) as g:
+                assert options.yaml_load(f.read())['network_g'] == options.yaml_load(g.read())['network_g'], name
+
+
 @pytest.mark.parametrize('path', [p for p in OPTION_FILES if '_SRx4_' not in p],  # SR: tests/test_sr_options.py
                          ids=lambda p: osp.relpath(p, osp.join(REPO, 'options')))
 def test_option_file_builds(path, tmp_path, tiny_lmdb, monkeypatch):

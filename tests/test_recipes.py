@@ -21,6 +21,7 @@ import pytest
 import skd_basicsr  # noqa: F401
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from skd_basicsr import cli
+from skd_basicsr.models.checkpoint import safe_torch_load
 from skd_basicsr.options import yaml_load
 
 from helpers import save_teacher, write_options
@@ -169,3 +170,6 @@ def test_option_file_trains_every_stage_and_validates_on_real_sizes(path, root, 
         assert 'distill.init_from_teacher: network_g initialised from network_t' in log
         for name in ('l_pix:', 'l_kd:', 'l_gk:', 'l_cl:'):
             assert name in log
+    exported = safe_torch_load(str(root / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth'))
+    # BasicSR's model-zoo keys: with EMA (the SR recipes) both, else the trained weights alone
+    assert sorted(exported) == (['params', 'params_ema'] if opt['train'].get('ema_decay', 0) > 0 else ['params'])
