@@ -13,6 +13,8 @@ COMMANDS = {
     'test': ('skd_basicsr.test', 'test with BasicSR\'s test_pipeline (same flags)'),
     'flops': ('skd_basicsr.tools.flops', 'params, MACs (thop) and CPU latency of network_g and network_t'),
     'demo': ('skd_basicsr.tools.demo', 'offline end-to-end proof on real photos: teacher, scratch, output-KD, SKD'),
+    'patches': ('skd_basicsr.tools.patch_images', 'cut training images into overlapping patches as Restormer\'s '
+                'preparation does (DFWB: 512, overlap 96, images over 800)'),
     'lmdb': ('skd_basicsr.tools.lmdb', 'pack an image folder into a BasicSR LMDB (meta_info.txt), checking names'),
     'shrink': ('skd_basicsr.tools.shrink', 'initialise a smaller network_g from a teacher checkpoint (weight '
                'selection)'),

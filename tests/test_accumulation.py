@@ -10,6 +10,7 @@ import torch
 import skd_basicsr  # noqa: F401
 from basicsr.models import build_model
 from basicsr.models.sr_model import SRModel
+from skd_basicsr import cli
 from skd_basicsr.errors import OptionError
 from skd_basicsr.models.accumulation import accum_iter, mean_logs, split
 from skd_basicsr.models.checkpoint import safe_torch_load
@@ -202,14 +203,15 @@ def test_training_loop_counts_steps_and_resume_keeps_accumulating(tmp_path):
         assert state['iter'] == it and steps == {it}
 
 
-def test_a_set_smaller_than_one_step_is_refused_before_training(tmp_path):
+def test_a_set_smaller_than_one_step_is_refused_before_training(tmp_path, monkeypatch, capsys):
     """4 images make no full step of 2 x accum_iter 4: BasicSR's loop would end at iteration 0 as if it had trained."""
     gt, lq = write_noisy_pairs(str(tmp_path / 'data'), count=4, size=32)
     opt = ridnet_options('too_few', gt, lq)
     opt['datasets']['train'].update(gt_size=16, batch_size_per_gpu=2)
     opt['train']['accum_iter'] = 4
-    proc = run_cli(['train', '-opt', write_options(tmp_path / 'too_few.yml', opt)], cwd=tmp_path)
-    assert proc.returncode == 2
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(['train', '-opt', write_options(tmp_path / 'too_few.yml', opt)]) == 2
+    err = capsys.readouterr().err
     assert ('datasets tiny_train: 4 training sample(s) per GPU (4 image(s) x dataset_enlarge_ratio 1, over 1 GPU(s)) '
-            'make no full batch of 8') in proc.stderr
-    assert 'Raise dataset_enlarge_ratio' in proc.stderr
+            'make no full batch of 8') in err
+    assert 'Raise dataset_enlarge_ratio' in err and not list((tmp_path / 'experiments' / 'too_few' / 'models').glob('*'))

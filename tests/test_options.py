@@ -119,3 +119,21 @@ def test_option_file_builds(path, tmp_path, tiny_lmdb, monkeypatch):
         assert 0.37 < params / 26126644 < 0.38  # the student: dim 48, blocks [1, 1, 2, 2], refinement 2
     if opt['model_type'] == 'SKDModel':
         assert len(model.pairs) == 8 and model.cri_feat is not None and model.cri_contrast is not None
+
+
+@pytest.mark.parametrize('path', [p for p in OPTION_FILES if osp.basename(p).startswith('SKD_')],
+                         ids=lambda p: osp.basename(p))
+def test_skd_files_start_from_the_teacher_and_their_header_gives_the_papers_form(path, tmp_path, monkeypatch):
+    """The shipped setting (weights selected from the teacher, output-L1 beside SKD's terms) and the one command line
+    of the header that gives the paper's form: both parse to what they say."""
+    monkeypatch.chdir(tmp_path)
+    opt, _ = parse_options(str(tmp_path), is_train=True, argv=['-opt', path])
+    assert opt['distill']['init_from_teacher'] is True and opt['train']['output_opt']['type'] == 'L1Loss'
+    assert opt['train']['feature_opt'] and opt['train']['contrast_opt']
+    with open(path) as f:
+        header = f.read().split('\n# general settings')[0]
+    line = header.split('--force_yml ')[1].split('\n')[0].split()
+    assert line == ['distill:init_from_teacher=false', 'train:output_opt=~']
+    paper, _ = parse_options(str(tmp_path), is_train=True, argv=['-opt', path, '--force_yml'] + line)
+    assert paper['distill']['init_from_teacher'] is False and paper['train']['output_opt'] is None
+    assert paper['train']['feature_opt'] == opt['train']['feature_opt']

@@ -1,8 +1,10 @@
 """The recipe check: every shipped option file, SKD and baselines, trains through every progressive stage and validates
 once through `basicsr train`, on stand-ins laid out as datasets/README.md says and sized like the real datasets
 (Rain13K's and BSD400's images smaller than the 384 crop, portrait and landscape; Set5's LR images that are not
-multiples of SwinIR's window; SIDD and GoPro patches), with the networks cut in width only, so that every module named
-in distill.features exists as in the file. What the test changes besides the widths is listed in `shrunk`: the
+multiples of SwinIR's window; SIDD and GoPro patches), with the networks cut in width, so that every module named in
+distill.features exists as in the file and the students are selected from teachers of the files' depths (the Restormer
+baselines, which name no module, keep one block per level). What the test changes besides the networks is listed in
+`shrunk`: the
 iterations (one per progressive stage), validation at the end only, no loader workers, the teacher's weights (random,
 saved here), dataset_enlarge_ratio (a handful of images must make a step's batches), and two costs a CPU cannot pay
 at the recipes' 384-pixel crops: one micro-batch per step (train.accum_iter 1; what accumulation does is checked in
@@ -112,6 +114,10 @@ def shrunk(path, root):
         for net, width in zip(('network_t', 'network_g'), widths):
             if net in opt:
                 opt[net][key] = width(opt[net][key]) if callable(width) else width
+    if arch == 'Restormer' and opt['model_type'] != 'SKDModel':
+        # a baseline names no module by depth: one block per level (the teacher baselines' 4, 6, 6, 8 and 4 cost
+        # most of the check, and blocks keep the shapes the stages and validation exercise)
+        opt['network_g'].update(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)
     stages = len(opt['train'].get('progressive', {}).get('iters', [1]))
     if 'progressive' in opt['train']:
         opt['train']['progressive']['iters'] = [1] * stages
