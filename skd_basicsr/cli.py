@@ -48,11 +48,12 @@ def run_pipeline(pipeline, prog, argv=None):
         sys.argv = saved
 
 
-def print_help(stream=sys.stdout):
+def print_help(stream=None):
+    """The command's help, on ``stream`` (sys.stdout as it is when called, not when this module was imported)."""
     lines = [USAGE, '', 'Soft Knowledge Distillation for BasicSR (skd_basicsr).', '', 'commands:']
     lines += [f'  {name:<8}{text}' for name, (_, text) in COMMANDS.items()]
     lines += ['', 'Run `basicsr COMMAND -h` for the options of a command.']
-    print('\n'.join(lines), file=stream)
+    print('\n'.join(lines), file=stream or sys.stdout)
 
 
 def main(argv=None):

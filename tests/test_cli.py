@@ -6,18 +6,23 @@ import subprocess
 import pytest
 import torch
 
+from skd_basicsr import cli
+
 from helpers import ridnet_options, run_cli, write_noisy_pairs, write_options
 
 
-def test_help():
-    top = run_cli(['--help'], cwd='.')
-    assert top.returncode == 0 and 'train' in top.stdout and 'test' in top.stdout
-    train = run_cli(['train', '-h'], cwd='.')
-    assert train.returncode == 0
+def test_help(capsys):
+    """In this process: the command itself is run as a subprocess by the tests below."""
+    assert cli.main(['--help']) == 0
+    out = capsys.readouterr().out
+    assert 'train' in out and 'test' in out and 'patches' in out
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(['train', '-h'])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
     for flag in ('-opt', '--launcher', '--auto_resume', '--debug', '--local_rank', '--force_yml'):
-        assert flag in train.stdout
-    unknown = run_cli(['frobnicate'], cwd='.')
-    assert unknown.returncode == 2 and "unknown command 'frobnicate'" in unknown.stderr
+        assert flag in out
+    assert cli.main(['frobnicate']) == 2 and "unknown command 'frobnicate'" in capsys.readouterr().err
 
 
 def test_option_file_with_python_tag_runs_nothing(tmp_path):
