@@ -214,4 +214,5 @@ def test_a_set_smaller_than_one_step_is_refused_before_training(tmp_path, monkey
     err = capsys.readouterr().err
     assert ('datasets tiny_train: 4 training sample(s) per GPU (4 image(s) x dataset_enlarge_ratio 1, over 1 GPU(s)) '
             'make no full batch of 8') in err
-    assert 'Raise dataset_enlarge_ratio' in err and not list((tmp_path / 'experiments' / 'too_few' / 'models').glob('*'))
+    assert 'Raise dataset_enlarge_ratio' in err
+    assert not list((tmp_path / 'experiments' / 'too_few' / 'models').glob('*'))

@@ -1,5 +1,5 @@
-"""`basicsr patches` (skd_basicsr/tools/patch_images.py): the official DFWB patching (512 x 512, overlap 96, images whose
-sides both exceed 800; smaller ones kept whole), names, centre crops, and refusals before anything is written."""
+"""`basicsr patches` (skd_basicsr/tools/patch_images.py): the official DFWB patching (512 x 512, overlap 96, images
+whose sides both exceed 800; smaller ones kept whole), names, centre crops, and refusals before anything is written."""
 import os
 import re
 

@@ -22,9 +22,10 @@ class GaussianDenoiseDataset(data.Dataset):
     the noise statistics the network learns to remove).
 
     In training (``phase: train``) each read draws fresh noise (and a fresh level within ``sigma_range``), takes a
-    random ``gt_size`` crop and flips/rotates. An image smaller than ``gt_size`` (BSD400's 180 x 180 in DFWB) is
-    first reflect-padded at the bottom and right to it, as Restormer's denoising dataset does. Otherwise the noise of image i is fixed, drawn from a generator seeded
-    by ``noise_seed`` and i, so validation PSNR is the same in every run and process.
+    random ``gt_size`` crop and flips/rotates; an image smaller than ``gt_size`` (BSD400's 180 x 180 in DFWB) is
+    first reflect-padded at the bottom and right to it, as Restormer's denoising dataset does. Otherwise the noise of
+    image i is fixed, drawn from a generator seeded by ``noise_seed`` and i, so validation PSNR is the same in every
+    run and process.
 
     Args:
         opt (dict): Options:

@@ -1,8 +1,10 @@
-"""Transforms of training images that BasicSR's datasets lack: reflect-padding an image smaller than the crop.
+"""What this package's datasets do to a training image that BasicSR's lack: reading that names the file, and
+reflect-padding an image smaller than the crop.
 
 Restormer's training sets hold images smaller than the largest crop (Rain13K's BSD-sized pictures are 481 x 321,
 BSD400 in DFWB is 180 x 180), and Restormer's own datasets pad them to the crop, at the bottom and right by
-reflection, before cropping. :func:`pad_to_crop` does the same, for one image or an lq/gt pair at any scale.
+reflection, before cropping. :func:`pad_to_crop` does the same for one image, :func:`pad_pair_to_crop` for an lq/gt
+pair at any scale; :func:`read_image` decodes one image or names the file it could not decode.
 """
 import cv2
 

@@ -17,8 +17,9 @@ duplicated, the weights reading the duplicates zeroed) computes exactly the narr
 Per-architecture rules say which axes are grouped how (Restormer, and BasicSR's EDSR, RRDBNet and SwinIR); any
 other network gets the plain leading slice on every axis. Two things a state dict does not show are handled too: a
 SwinIR student whose upsampler is of another kind than the teacher's keeps its own (the names coincide, the roles do
-not), and, given the teacher net, residual blocks are rescaled to the teacher's residual scale (EDSR-L's 0.1). What cannot be mapped is refused, naming the first tensor
-and why: a different family (names missing in the teacher), a wider student, a student with more blocks or heads.
+not), and, given the teacher net, residual blocks are rescaled to the teacher's residual scale (EDSR-L's 0.1). What
+cannot be mapped is refused, naming the first tensor and why: a different family (names missing in the teacher), a
+wider student, a student with more blocks or heads.
 """
 from dataclasses import dataclass, field
 from typing import Callable

@@ -396,9 +396,9 @@ class SKDModel(SRModel):
         """Log the teacher's metrics on a validation set the first time it is seen: a wrong teacher shows at once.
 
         The input is padded to the multiple ``network_t`` needs, as validation pads it for ``network_g``
-        (:mod:`skd_basicsr.models.padded_test`). They go to the text log and, as ``teacher/metrics/<dataset>/<metric>`` beside BasicSR's own
-        ``metrics/<dataset>/<metric>``, to TensorBoard (and through it to wandb, which BasicSR syncs from
-        TensorBoard).
+        (:mod:`skd_basicsr.models.padded_test`). The metrics go to the text log and, as
+        ``teacher/metrics/<dataset>/<metric>`` beside BasicSR's own ``metrics/<dataset>/<metric>``, to TensorBoard (and
+        through it to wandb, which BasicSR syncs from TensorBoard).
         """
         name = dataloader.dataset.opt['name']
         self.teacher_metrics = getattr(self, 'teacher_metrics', {})
