@@ -24,9 +24,9 @@ import torch
 
 import skd_basicsr  # noqa: F401  (before basicsr)
 from basicsr.archs import build_network
-from skd_basicsr.options import yaml_load
-from skd_basicsr.utils import onnx_util
-from skd_basicsr.utils.network_io import in_channels, size_multiple
+from skd_basicsr.platform.options import yaml_load
+from skd_basicsr.deploy import onnx_util
+from skd_basicsr.platform.network_spec import NetworkSpec
 
 SMOKE_NET = {'type': 'Restormer', 'dim': 4, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1,
              'heads': [1, 1, 1, 1], 'ffn_expansion_factor': 2.0, 'bias': False, 'LayerNorm_type': 'WithBias'}
@@ -60,11 +60,12 @@ def measure(net_opt, sizes, rounds, workdir):
     torch.manual_seed(0)
     net = build_network(dict(net_opt)).eval().requires_grad_(False)
     path = osp.join(workdir, f'{net_opt["type"]}_{net_opt.get("dim", "")}.onnx')
-    onnx_util.export_onnx(net, path, in_channels(net), size_multiple(net_opt), net_opt)
+    spec = NetworkSpec.from_options(net_opt)
+    onnx_util.export_onnx(net, path, spec.in_channels, spec.size_multiple, net_opt)
     runner = onnx_util.OnnxRunner(path)
     rows = []
     for size in sizes:
-        x = torch.rand(1, in_channels(net), size, size)
+        x = torch.rand(1, spec.in_channels, size, size)
         ms = median_latencies({'pytorch': net, 'onnxruntime': runner}, x, rounds)
         with torch.inference_mode():
             diff = (net(x) - runner(x)).abs().max().item()

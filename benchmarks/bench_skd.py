@@ -51,7 +51,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 def read_options(opt_file, workdir, num_gpu=0):
     """The option file's training options, set up for timing one fixed batch on ``num_gpu`` GPUs (0: the CPU)."""
     import skd_basicsr  # noqa: F401  (registries, compatibility layer)
-    from skd_basicsr.options import parse_options
+    from skd_basicsr.platform.options import parse_options
 
     opt, _ = parse_options(workdir, is_train=True, argv=['-opt', opt_file])
     opt['num_gpu'] = num_gpu
@@ -91,7 +91,7 @@ def case_options(opt):
 
 def ships_spatial_forms(opt):
     """Whether the option file chooses a cheap spatial form anywhere (in feature_opt or on a distilled pair)."""
-    from skd_basicsr.models.skd_model import SPATIAL_FORM_KEYS
+    from skd_basicsr.distill.skd_model import SPATIAL_FORM_KEYS
 
     pairs = [p for p in opt['distill']['features'] if isinstance(p, dict)]
     return any(key in opt['train']['feature_opt'] or any(key in p for p in pairs) for key in SPATIAL_FORM_KEYS)
@@ -100,7 +100,7 @@ def ships_spatial_forms(opt):
 def with_windows(model_opt, windows):
     """A copy of ``model_opt`` in which distilled pair i takes the spatial window ``windows[i]`` (None: the exact
     global form), every spatial form of the option file removed."""
-    from skd_basicsr.models.skd_model import SPATIAL_FORM_KEYS
+    from skd_basicsr.distill.skd_model import SPATIAL_FORM_KEYS
 
     model_opt = deepcopy(model_opt)
     for key in SPATIAL_FORM_KEYS:

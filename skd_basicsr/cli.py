@@ -37,15 +37,12 @@ def run_pipeline(pipeline, prog, argv=None):
     Returns:
         int: The exit status.
     """
+    from skd_basicsr.platform.options import argv_for_basicsr
     from skd_basicsr.tools import guarded
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    saved = sys.argv
-    sys.argv = [prog] + argv
-    try:
+    with argv_for_basicsr([prog] + argv):
         return guarded(prog, pipeline, os.getcwd())
-    finally:
-        sys.argv = saved
 
 
 def print_help(stream=None):

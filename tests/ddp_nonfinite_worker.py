@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 import skd_basicsr  # noqa: F401
 from basicsr.models import build_model
-from skd_basicsr.compat import init_dist
+from skd_basicsr.platform.compat import init_dist
 
 sys.path.insert(0, sys.argv[1])  # tests/
 from test_skd_model import batch, make_opt  # noqa: E402

@@ -1,4 +1,4 @@
-"""Gradient accumulation (train.accum_iter, skd_basicsr/models/accumulation.py): N micro-batches of B make the step one
+"""Gradient accumulation (train.accum_iter, skd_basicsr/platform/accumulation.py): N micro-batches of B make the step one
 batch of N x B makes, for SRModel and SKDModel; one optimizer step, one EMA update, one set of logs per iteration;
 progressive crops and mixing per micro-batch; the loader delivers every micro-batch; resume keeps it."""
 import copy
@@ -11,9 +11,9 @@ import skd_basicsr  # noqa: F401
 from basicsr.models import build_model
 from basicsr.models.sr_model import SRModel
 from skd_basicsr import cli
-from skd_basicsr.errors import OptionError
-from skd_basicsr.models.accumulation import accum_iter, mean_logs, split
-from skd_basicsr.models.checkpoint import safe_torch_load
+from skd_basicsr.platform.errors import OptionError
+from skd_basicsr.platform.accumulation import accum_iter, mean_logs, split
+from skd_basicsr.platform.checkpoint import safe_torch_load
 
 from helpers import ridnet_options, run_cli, skd_model_opt, write_noisy_pairs, write_options
 from test_training import build, encoded_batch, make_opt

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import skd_basicsr  # noqa: F401
-from skd_basicsr.errors import OptionError
-from skd_basicsr.models import checkpoint
-from skd_basicsr.models.skd_model import load_resume_state
+from skd_basicsr.platform.errors import OptionError
+from skd_basicsr.platform import checkpoint
+from skd_basicsr.platform.checkpoint import load_resume_state
 
 
 class _Payload:

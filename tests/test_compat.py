@@ -1,4 +1,4 @@
-"""Each shim in skd_basicsr/compat.py, checked against the unmodified basicsr 1.4.2 and the libraries it patches."""
+"""Each shim in skd_basicsr/platform/compat.py, checked against the unmodified basicsr 1.4.2 and the libraries it patches."""
 import os
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import skd_basicsr  # noqa: F401  (applies the patches)
-from skd_basicsr import patches
+from skd_basicsr.platform import patches
 
 
 def test_basicsr_imports_with_current_torchvision_and_no_warning():
@@ -20,7 +20,7 @@ def test_basicsr_imports_with_current_torchvision_and_no_warning():
 
 def test_init_dist_uses_gloo_on_cpu_whatever_the_options_say(tmp_path):
     # BasicSR passes dist_params (backend: nccl in its own files) to init_dist under slurm; on CPU only gloo works
-    code = ('import torch, torch.distributed as dist, skd_basicsr; from skd_basicsr.compat import init_dist; '
+    code = ('import torch, torch.distributed as dist, skd_basicsr; from skd_basicsr.platform.compat import init_dist; '
             'init_dist("pytorch", backend="nccl"); print(dist.get_backend(), torch.cuda.is_available())')
     env = dict(os.environ, RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1', MASTER_PORT='29631',
                OMP_NUM_THREADS='1')

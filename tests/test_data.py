@@ -5,7 +5,7 @@ import torch
 
 import skd_basicsr  # noqa: F401
 from basicsr.data import build_dataset
-from skd_basicsr.data import GaussianDenoiseDataset
+from skd_basicsr.platform.data import GaussianDenoiseDataset
 
 from helpers import write_images
 

@@ -7,9 +7,9 @@ import torch
 
 import skd_basicsr  # noqa: F401
 from basicsr.models import build_model
-from skd_basicsr.errors import OptionError
-from skd_basicsr.losses import SKDContrastiveLoss
-from skd_basicsr.models.distill_schedule import DistillSchedule
+from skd_basicsr.platform.errors import OptionError
+from skd_basicsr.distill import SKDContrastiveLoss
+from skd_basicsr.distill.distill_schedule import DistillSchedule
 
 from helpers import noisy_batch, skd_model_opt
 

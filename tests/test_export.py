@@ -10,9 +10,9 @@ from helpers import tiny_restormer, write_options
 
 import skd_basicsr  # noqa: F401  (before basicsr)
 from basicsr.archs import build_network
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.tools import export, infer
-from skd_basicsr.utils import onnx_util
+from skd_basicsr.deploy import onnx_util
 
 pytest.importorskip('onnxruntime')
 
@@ -68,5 +68,5 @@ def test_missing_deploy_extra_names_the_install_command():
 
 def test_package_and_infer_import_without_onnx():
     code = ('import sys; sys.modules["onnx"] = sys.modules["onnxruntime"] = None; '
-            'import skd_basicsr, skd_basicsr.tools.infer, skd_basicsr.tools.export, skd_basicsr.utils.onnx_util')
+            'import skd_basicsr, skd_basicsr.tools.infer, skd_basicsr.tools.export, skd_basicsr.deploy.onnx_util')
     subprocess.run([sys.executable, '-c', code], check=True)

@@ -12,8 +12,8 @@ from helpers import tiny_restormer, write_options
 import skd_basicsr  # noqa: F401  (before basicsr)
 from basicsr.archs import build_network
 from skd_basicsr.tools import infer
-from skd_basicsr.utils.image_io import image_to_tensor, read_image, tensor_to_image
-from skd_basicsr.utils.tiling import tiled_forward
+from skd_basicsr.deploy.image_io import image_to_tensor, read_image, tensor_to_image
+from skd_basicsr.deploy.tiling import tiled_forward
 
 # BasicSR's EDSR, fully convolutional; x2 so that tiling is also checked across a scale
 EDSR = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 2}

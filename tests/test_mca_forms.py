@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import skd_basicsr  # noqa: F401  (applies compat, registers the loss)
-from skd_basicsr.losses import skd_loss
-from skd_basicsr.losses.skd_loss import (SKDFeatureLoss, mca_spatial, mca_spatial_pooled, mca_spatial_window,
+from skd_basicsr.distill import skd_loss
+from skd_basicsr.distill.skd_loss import (SKDFeatureLoss, mca_spatial, mca_spatial_pooled, mca_spatial_window,
                                          pool_tokens)
 
 

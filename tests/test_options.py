@@ -9,9 +9,9 @@ import torch
 
 import skd_basicsr  # noqa: F401
 from basicsr.archs import build_network
-from skd_basicsr import options
-from skd_basicsr.errors import OptionError
-from skd_basicsr.options import parse_options
+from skd_basicsr.platform import options
+from skd_basicsr.platform.errors import OptionError
+from skd_basicsr.platform.options import parse_options
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 OPTION_FILES = sorted(glob.glob(osp.join(REPO, 'options', '*.yml')) + glob.glob(osp.join(REPO, 'options', 'train',

@@ -12,7 +12,7 @@ import skd_basicsr  # noqa: F401
 from basicsr.data import build_dataset
 from basicsr.models import build_model
 from basicsr.models.sr_model import SRModel
-from skd_basicsr.data.transforms import pad_pair_to_crop, pad_to_crop
+from skd_basicsr.platform.data.transforms import pad_pair_to_crop, pad_to_crop
 
 from test_training import make_opt
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import skd_basicsr  # noqa: F401
-from skd_basicsr.losses import SKDFeatureLoss, gaussian_kernel_distance, mca_channel, mca_spatial
+from skd_basicsr.distill import SKDFeatureLoss, gaussian_kernel_distance, mca_channel, mca_spatial
 
 GOLDEN = osp.join(osp.dirname(osp.abspath(__file__)), 'data', 'skd_loss_golden.json')
 

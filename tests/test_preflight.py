@@ -7,8 +7,8 @@ import pytest
 import skd_basicsr  # noqa: F401
 from basicsr.data import build_dataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
-from skd_basicsr.errors import OptionError
-from skd_basicsr.data.preflight import check_dataset_options
+from skd_basicsr.platform.errors import OptionError
+from skd_basicsr.platform.data.preflight import check_dataset_options
 
 from helpers import ridnet_options, run_cli, write_noisy_pairs, write_options
 

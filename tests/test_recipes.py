@@ -23,8 +23,8 @@ import pytest
 import skd_basicsr  # noqa: F401
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from skd_basicsr import cli
-from skd_basicsr.models.checkpoint import safe_torch_load
-from skd_basicsr.options import yaml_load
+from skd_basicsr.platform.checkpoint import safe_torch_load
+from skd_basicsr.platform.options import yaml_load
 
 from helpers import save_teacher, write_options
 

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 import skd_basicsr  # noqa: F401
 from basicsr.archs import build_network
-from skd_basicsr.archs import Restormer
+from skd_basicsr.platform.archs import Restormer
 
 from helpers import tiny_restormer
 

@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 import skd_basicsr  # noqa: F401  (applies compat, registers the loss)
-from skd_basicsr.losses import SKDFeatureLoss, gaussian_kernel_distance, mca_channel, mca_spatial
+from skd_basicsr.distill import SKDFeatureLoss, gaussian_kernel_distance, mca_channel, mca_spatial
 
 GOLDEN = osp.join(osp.dirname(osp.abspath(__file__)), 'data', 'skd_loss_golden.json')
 

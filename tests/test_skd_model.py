@@ -10,8 +10,8 @@ import skd_basicsr  # noqa: F401
 from basicsr.archs import build_network
 from basicsr.models import build_model
 from basicsr.utils.registry import ARCH_REGISTRY
-from skd_basicsr.errors import OptionError
-from skd_basicsr.losses import SKDContrastiveLoss, SKDFeatureLoss
+from skd_basicsr.platform.errors import OptionError
+from skd_basicsr.distill import SKDContrastiveLoss, SKDFeatureLoss
 
 from helpers import noisy_batch as batch
 from helpers import run_cli, save_teacher, tiny_restormer, write_options
@@ -156,7 +156,7 @@ def test_init_from_teacher_leaves_a_resumed_or_pretrained_student_alone(tmp_path
     model.save(0, 1)
     saved = copy.deepcopy(model.net_g.state_dict())
 
-    from skd_basicsr.models.skd_model import load_resume_state
+    from skd_basicsr.platform.checkpoint import load_resume_state
     opt = make_opt(tmp_path)
     opt['distill']['init_from_teacher'] = True
     opt['auto_resume'] = True
@@ -327,7 +327,7 @@ def test_checkpoints_never_hold_nan_and_are_written_whole(tmp_path):
 
 
 def test_resume_restores_student_adapters_optimizer_and_keeps_the_teacher(tmp_path):
-    from skd_basicsr.models.skd_model import load_resume_state
+    from skd_basicsr.platform.checkpoint import load_resume_state
     opt = make_opt(tmp_path)
     model = build_model(opt)
     for it in (1, 2):
@@ -429,7 +429,7 @@ def test_teacher_metrics_go_to_tensorboard_under_teacher(tmp_path):
 
 
 def test_contrast_space_defaults_to_the_teacher_under_skdmodel(tmp_path, monkeypatch):
-    from skd_basicsr.losses.feature_space import TeacherFeatureSpace
+    from skd_basicsr.distill.feature_space import TeacherFeatureSpace
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))  # no VGG19 weights anywhere
     monkeypatch.chdir(tmp_path)
     opt = make_opt(tmp_path)

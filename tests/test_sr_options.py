@@ -10,8 +10,8 @@ import pytest
 
 import skd_basicsr  # noqa: F401
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
-from skd_basicsr.errors import OptionError
-from skd_basicsr.options import yaml_load
+from skd_basicsr.platform.errors import OptionError
+from skd_basicsr.platform.options import yaml_load
 
 from helpers import run_cli, save_teacher, write_images, write_options
 

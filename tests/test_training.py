@@ -1,4 +1,4 @@
-"""Optimizers, schedulers, clipping and progressive patches (skd_basicsr/models/optim.py, lr_scheduler.py,
+"""Optimizers, schedulers, clipping and progressive patches (skd_basicsr/platform/optim.py, lr_scheduler.py,
 progressive.py), on a real BasicSR SRModel with tiny BasicSR nets."""
 import logging
 import math
@@ -11,10 +11,10 @@ import skd_basicsr  # noqa: F401  (patches, registries)
 from basicsr.models import build_model
 from basicsr.models.lr_scheduler import CosineAnnealingRestartLR, MultiStepRestartLR
 from basicsr.models.sr_model import SRModel
-from skd_basicsr.errors import OptionError
-from skd_basicsr.models.lr_scheduler import CosineAnnealingRestartCyclicLR, cyclic_cosine_lr
-from skd_basicsr.models.optim import grad_clip_norm
-from skd_basicsr.models.progressive import ProgressivePatches
+from skd_basicsr.platform.errors import OptionError
+from skd_basicsr.platform.lr_scheduler import CosineAnnealingRestartCyclicLR, cyclic_cosine_lr
+from skd_basicsr.platform.optim import grad_clip_norm
+from skd_basicsr.platform.progressive import ProgressivePatches
 
 RECIPE_SCHEDULER = {'type': 'CosineAnnealingRestartCyclicLR', 'periods': [92000, 208000], 'restart_weights': [1, 1],
                     'eta_mins': [3e-4, 1e-6]}
@@ -357,7 +357,7 @@ def test_mixing_mixes_lq_and_gt_alike_on_training_batches_only(tmp_path):
 
 
 def test_mixing_weight_is_beta_distributed():
-    from skd_basicsr.models.mixing import MixingAugment
+    from skd_basicsr.platform.mixing import MixingAugment
     torch.manual_seed(0)
     mix = MixingAugment(mixup_beta=1.2, use_identity=False)  # every batch mixed
     lq = torch.tensor([0.0, 1.0]).view(2, 1, 1, 1)

@@ -17,9 +17,9 @@ import skd_basicsr  # noqa: F401  (registries and the torchvision shim BasicSR n
 from basicsr.archs.edsr_arch import EDSR
 from basicsr.archs.rrdbnet_arch import RRDBNet
 from basicsr.archs.swinir_arch import SwinIR
-from skd_basicsr.archs.restormer_arch import Restormer
+from skd_basicsr.platform.archs.restormer_arch import Restormer
 from skd_basicsr.distill.weight_selection import evenly_spaced, select_weights
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.tools.shrink import main as shrink_main
 
 # BasicSR 1.4.2's SwinIR calls torch.meshgrid without indexing=, which torch warns about on every construction

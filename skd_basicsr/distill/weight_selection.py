@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 
 
 class _Unmappable(Exception):

@@ -3,7 +3,7 @@ argument parsing and error reporting every subcommand shares (:func:`run_command
 import argparse
 import sys
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 
 
 def command_parser(prog, doc):

@@ -223,12 +223,12 @@ def run_stage(opt, out):
     opt_path = osp.join(out, 'options', f'{opt["name"]}.yml')
     with open(opt_path, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
-    saved = sys.argv
-    sys.argv = ['basicsr train', '-opt', opt_path]
+    from skd_basicsr.platform.options import argv_for_basicsr
+
     try:
-        train_pipeline(out)
+        with argv_for_basicsr(['basicsr train', '-opt', opt_path]):
+            train_pipeline(out)
     finally:
-        sys.argv = saved
         release_logger()
     return latest_weights(out, opt['name'])
 
@@ -369,7 +369,7 @@ def run(args):
     import torch
 
     import skd_basicsr  # noqa: F401  (registries)
-    from skd_basicsr.errors import OptionError
+    from skd_basicsr.platform.errors import OptionError
     from skd_basicsr.tools.flops import measure
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))

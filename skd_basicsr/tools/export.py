@@ -9,7 +9,7 @@ import os
 import sys
 from os import path as osp
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.tools import command_parser, run_command
 
 TOLERANCE = 1e-4
@@ -35,8 +35,9 @@ def main(argv=None):
 
 def run(args):
     """Load the network, write it as ONNX beside ``args.onnx``, compare, and move it into place when it matches."""
-    from skd_basicsr.utils import onnx_util
-    from skd_basicsr.utils.network_io import in_channels, load_restorer, network_from_file, size_multiple
+    from skd_basicsr.deploy import onnx_util
+    from skd_basicsr.deploy.network_io import load_restorer, network_from_file
+    from skd_basicsr.platform.network_spec import NetworkSpec
 
     if osp.exists(args.onnx) and not args.overwrite:
         raise OptionError(f'--onnx {args.onnx} exists; add --overwrite to replace it.')
@@ -44,12 +45,13 @@ def run(args):
     onnx_util.import_deploy('onnxruntime')
     net_opt, weights, param_key = network_from_file(args.opt, args.entry)
     net = load_restorer(net_opt, args.weights or weights, args.param_key or param_key)
-    multiple = size_multiple(net_opt)
+    spec = NetworkSpec.from_options(net_opt)
+    multiple = spec.size_multiple
 
     os.makedirs(osp.dirname(osp.abspath(args.onnx)), exist_ok=True)
     tmp = f'{args.onnx}.tmp{os.getpid()}'
     try:
-        onnx_util.export_onnx(net, tmp, in_channels(net), multiple, net_opt, args.opset)
+        onnx_util.export_onnx(net, tmp, spec.in_channels, multiple, net_opt, args.opset)
         runner = onnx_util.OnnxRunner(tmp)
         diffs = {size: onnx_util.max_abs_diff(net, runner, size) for size in onnx_util.check_sizes(multiple)}
         for (h, w), diff in diffs.items():

@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.tools import command_parser, run_command
 
 COUNTER = 'thop.profile (convolutions, norms, activations; matmuls not counted) + attention matmuls counted by hooks'
@@ -27,7 +27,7 @@ def count_params(net):
 
 def attention_matmul_macs(net, x):
     """MACs of the matmuls inside Restormer attention modules for input ``x`` (0 for networks without them)."""
-    from skd_basicsr.archs.restormer_arch import Attention
+    from skd_basicsr.platform.archs.restormer_arch import Attention
 
     total = [0]
 
@@ -84,10 +84,10 @@ def alternating_latency_ms(nets, x, repeats=5):
 def _build(network_opt, size):
     from basicsr.archs import build_network
 
-    from skd_basicsr.archs import input_channels
+    from skd_basicsr.platform.network_spec import NetworkSpec
 
     net = build_network(copy.deepcopy(network_opt)).eval()
-    return net, torch.rand(1, input_channels(network_opt), *size)
+    return net, torch.rand(1, NetworkSpec.from_options(network_opt).in_channels, *size)
 
 
 def _counts(net, x):
@@ -165,7 +165,7 @@ def main(argv=None):
 def run(args):
     """Print the report of the option file ``args.opt``, as a table or as JSON."""
     import skd_basicsr  # noqa: F401  (registries)
-    from skd_basicsr.options import read_option_file
+    from skd_basicsr.platform.options import read_option_file
 
     result = report(read_option_file(args.opt, required=()), tuple(args.size), max(args.repeats, 1))
     print(json.dumps(result) if args.json else format_table(result))

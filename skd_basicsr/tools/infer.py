@@ -2,7 +2,7 @@
 
 The network is ``network_g`` of an option file (test or training), or an entry of the demo's results.json, with
 weights loaded weights-only and strictly; or an ONNX file written by ``basicsr export``, run by onnxruntime. Large
-images are cut into overlapping tiles blended without seams (:mod:`skd_basicsr.utils.tiling`). Outputs keep the input's
+images are cut into overlapping tiles blended without seams (:mod:`skd_basicsr.deploy.tiling`). Outputs keep the input's
 name, format and bit depth. A file that does not decode is named and skipped, and the command then exits 1; an
 existing output is kept unless ``--overwrite``.
 """
@@ -11,7 +11,7 @@ import sys
 import time
 from os import path as osp
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.tools import command_parser, run_command
 
 
@@ -64,17 +64,18 @@ def output_paths(inputs, folder):
 
 def load_runner(args):
     """The callable network, the multiple its input sizes need, its input channels, and what it is (for the log)."""
-    from skd_basicsr.utils.network_io import in_channels, load_restorer, network_from_file, size_multiple
+    from skd_basicsr.deploy.network_io import load_restorer, network_from_file
+    from skd_basicsr.platform.network_spec import NetworkSpec
 
     if args.onnx:
-        from skd_basicsr.utils.onnx_util import OnnxRunner
+        from skd_basicsr.deploy.onnx_util import OnnxRunner
 
         runner = OnnxRunner(args.onnx, args.device)
         return runner, runner.multiple, runner.in_channels, f'{args.onnx} (onnxruntime)'
     net_opt, weights, param_key = network_from_file(args.opt, args.entry)
     weights = args.weights or weights
     net = load_restorer(net_opt, weights, args.param_key or param_key).to(args.device)
-    channels = in_channels(net)
+    spec = NetworkSpec.from_options(net_opt)
     if args.half:
         net = net.half()
 
@@ -83,7 +84,7 @@ def load_runner(args):
     else:
         run = net
     label = f'{net_opt["type"]} from {weights} ({args.device}{", float16" if args.half else ""})'
-    return run, size_multiple(net_opt), channels, label
+    return run, spec.size_multiple, spec.in_channels, label
 
 
 def peak_memory(device):
@@ -100,8 +101,8 @@ def restore(args, runner, multiple, channels, inputs, outputs):
     import torch
     from tqdm import tqdm
 
-    from skd_basicsr.utils.image_io import ImageReadError, image_to_tensor, read_image, tensor_to_image, write_image
-    from skd_basicsr.utils.tiling import tiled_forward
+    from skd_basicsr.deploy.image_io import ImageReadError, image_to_tensor, read_image, tensor_to_image, write_image
+    from skd_basicsr.deploy.tiling import tiled_forward
 
     written, kept, skipped = 0, [], []
     seconds = megapixels = 0.0
@@ -139,7 +140,7 @@ def main(argv=None):
 
 def run(args):
     """Check the arguments, load the network and restore every input; 1 when some input was skipped."""
-    from skd_basicsr.utils.image_io import list_images
+    from skd_basicsr.deploy.image_io import list_images
 
     check_args(args)
     try:

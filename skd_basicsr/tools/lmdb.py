@@ -9,9 +9,9 @@ import os
 import sys
 from os import path as osp
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.tools import command_parser, run_command
-from skd_basicsr.utils.image_io import IMAGE_EXTENSIONS
+from skd_basicsr.platform.data.transforms import IMAGE_EXTENSIONS
 
 
 class LmdbToolError(OptionError):

@@ -20,7 +20,7 @@ import os
 import sys
 from os import path as osp
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.tools import command_parser, run_command
 from skd_basicsr.tools.lmdb import check_keys, image_names
 

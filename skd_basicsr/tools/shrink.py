@@ -31,9 +31,9 @@ def run(args):
     """Select the student of ``args.opt`` from ``args.teacher`` and write it to ``args.out``."""
     import skd_basicsr  # noqa: F401  (registries)
     from skd_basicsr.distill.weight_selection import select_weights
-    from skd_basicsr.errors import OptionError
-    from skd_basicsr.models.checkpoint import atomic_torch_save, read_weights
-    from skd_basicsr.utils.network_io import build_network_from_options, network_from_file
+    from skd_basicsr.platform.errors import OptionError
+    from skd_basicsr.platform.checkpoint import atomic_torch_save, read_weights
+    from skd_basicsr.deploy.network_io import build_network_from_options, network_from_file
 
     if osp.exists(args.out):
         raise OptionError(f'--out {args.out} exists; remove it or choose another name.')

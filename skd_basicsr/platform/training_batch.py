@@ -1,7 +1,7 @@
 """Transforms of the training batch (``self.lq``, ``self.gt``) that any BasicSR model gets from options alone:
-progressive patches (:mod:`skd_basicsr.models.progressive`), Restormer's mixing augmentation
-(:mod:`skd_basicsr.models.mixing`) and gradient accumulation over micro-batches
-(:mod:`skd_basicsr.models.accumulation`).
+progressive patches (:mod:`skd_basicsr.platform.progressive`), Restormer's mixing augmentation
+(:mod:`skd_basicsr.platform.mixing`) and gradient accumulation over micro-batches
+(:mod:`skd_basicsr.platform.accumulation`).
 
 How they hook in, and why this way. BasicSR's loop calls ``model.update_learning_rate(iter)`` right before
 ``model.feed_data(train_data)``; validation calls ``feed_data`` on its own. So when a transform is configured (and
@@ -20,7 +20,7 @@ too: it runs the model's own step once per micro-batch, as one optimizer step (:
 """
 import functools
 
-from skd_basicsr.models.accumulation import MicroSteps, mean_logs, split
+from skd_basicsr.platform.accumulation import MicroSteps, mean_logs, split
 
 
 def attach(model, transforms, accum_iter=1):
@@ -31,7 +31,7 @@ def attach(model, transforms, accum_iter=1):
         model (BaseModel): The model, in training.
         transforms (list[callable]): ``(lq, gt, current_iter) -> (lq, gt)``, applied in order to each training
             batch (to each micro-batch under accumulation); ``gt`` may be None.
-        accum_iter (int): Micro-batches per optimizer step (:mod:`skd_basicsr.models.accumulation`). Default: 1.
+        accum_iter (int): Micro-batches per optimizer step (:mod:`skd_basicsr.platform.accumulation`). Default: 1.
     """
     cls = type(model)
     pending = []  # the iteration recorded by update_learning_rate, consumed by the next feed_data

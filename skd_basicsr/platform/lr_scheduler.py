@@ -13,7 +13,7 @@ from copy import deepcopy
 from basicsr.models import lr_scheduler as basicsr_lr_scheduler
 from torch.optim.lr_scheduler import LRScheduler
 
-from skd_basicsr.errors import OptionError, did_you_mean
+from skd_basicsr.platform.errors import OptionError, did_you_mean
 
 
 def cyclic_cosine_lr(base_lr, iteration, periods, restart_weights, eta_mins):

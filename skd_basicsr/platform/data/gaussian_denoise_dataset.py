@@ -9,8 +9,8 @@ from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-from skd_basicsr.data.transforms import pad_to_crop, read_image
-from skd_basicsr.utils.image_io import IMAGE_EXTENSIONS
+from skd_basicsr.platform.data.transforms import pad_to_crop, read_image
+from skd_basicsr.platform.data.transforms import IMAGE_EXTENSIONS
 
 
 @DATASET_REGISTRY.register()

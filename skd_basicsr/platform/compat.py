@@ -1,7 +1,7 @@
 """Shims that let the unmodified PyPI ``basicsr`` 1.4.2 run on today's torch, torchvision, lmdb and SciPy.
 
 Each one replaces a piece of BasicSR that breaks on the installed libraries, and nothing else;
-:mod:`skd_basicsr.patches` installs them (with every other change made to BasicSR) and says why for each.
+:mod:`skd_basicsr.platform.patches` installs them (with every other change made to BasicSR) and says why for each.
 
 * :func:`alias_functional_tensor`: ``torchvision.transforms.functional_tensor`` was removed from torchvision;
   ``basicsr.data.degradations`` imports ``rgb_to_grayscale`` from it, so ``import basicsr`` fails.
@@ -42,7 +42,7 @@ def alias_functional_tensor():
     from torchvision.transforms import _functional_tensor
     alias = types.ModuleType(name)
     alias.__dict__.update({k: v for k, v in vars(_functional_tensor).items() if not k.startswith('__')})
-    alias.__doc__ = 'Alias of torchvision.transforms._functional_tensor installed by skd_basicsr.compat.'
+    alias.__doc__ = 'Alias of torchvision.transforms._functional_tensor installed by skd_basicsr.platform.compat.'
     sys.modules[name] = alias
 
 

@@ -4,14 +4,13 @@ A windowed transformer (BasicSR's SwinIR, HAT) needs inputs whose height and wid
 Set5's low-resolution images (head 69 x 69, woman 57 x 84) are not. BasicSR pads them in ``SwinIRModel.test`` only,
 so an ``SRModel`` file with a SwinIR network, and SKDModel (an SRModel), crash at their first validation.
 :func:`padding_to_multiple` wraps ``SRModel.test``: the input is reflect-padded at the bottom and right to the
-multiple ``network_g`` needs (:func:`skd_basicsr.utils.network_io.size_multiple`: the window, 8 for Restormer, 1 for
-a plain CNN), the model's own test runs on it, and the output is cropped back to the input's size times the scale.
+multiple ``network_g`` needs (:class:`skd_basicsr.platform.network_spec.NetworkSpec`: the window, 8 for Restormer, 1
+for a plain CNN), the model's own test runs on it, and the output is cropped back to the input's size times the scale.
 Networks that need no multiple are not touched.
 """
 import functools
 
-from skd_basicsr.utils.network_io import size_multiple
-from skd_basicsr.utils.tiling import pad_to_multiple
+from skd_basicsr.platform.network_spec import NetworkSpec, crop_output, pad_to_multiple
 
 
 def padding_to_multiple(test):
@@ -22,16 +21,15 @@ def padding_to_multiple(test):
 
     @functools.wraps(test)
     def padded_test(self):
-        multiple = size_multiple(self.opt['network_g'])
+        multiple = NetworkSpec.from_options(self.opt['network_g']).size_multiple
         if multiple == 1:
             return test(self)
         lq = self.lq
-        self.lq, (h, w) = pad_to_multiple(lq, multiple)
+        self.lq, size = pad_to_multiple(lq, multiple)
         try:
             test(self)
-            scale = self.output.shape[-1] // self.lq.shape[-1]
+            self.output = crop_output(self.output, size, self.lq.shape[-1])
         finally:
             self.lq = lq
-        self.output = self.output[..., :h * scale, :w * scale]
 
     return padded_test

@@ -3,7 +3,7 @@ import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from skd_basicsr.losses.feature_space import FEATURE_SPACES, VGG19FeatureSpace
+from skd_basicsr.distill.feature_space import FEATURE_SPACES, VGG19FeatureSpace
 
 POSITIVES = ('teacher', 'gt', 'both')
 NEGATIVES = ('input', 'lagged', 'batch')  # where the negatives come from; SKDModel makes them (contrast_negatives)
@@ -39,8 +39,8 @@ class SKDContrastiveLoss(nn.Module):
         loss_weight (float): alpha3, weight of L_CL in the total loss. Default: 1.0.
         reduction (str): Over the batch: 'mean' | 'sum'. Default: 'mean'.
         feature_space (str | object): 'vgg19' (built here, see
-            :class:`~skd_basicsr.losses.feature_space.VGG19FeatureSpace`), or a feature space object such as the
-            :class:`~skd_basicsr.losses.feature_space.TeacherFeatureSpace` SKDModel builds for
+            :class:`~skd_basicsr.distill.feature_space.VGG19FeatureSpace`), or a feature space object such as the
+            :class:`~skd_basicsr.distill.feature_space.TeacherFeatureSpace` SKDModel builds for
             ``feature_space: teacher``. Default: 'vgg19' (under SKDModel, whose option files may leave it out,
             'teacher').
         positive (str): 'teacher' | 'gt' | 'both'. Default: 'teacher'.

@@ -4,7 +4,7 @@ BasicSR finds a wrong ``dataroot`` or a damaged LMDB only when a worker first re
 ``AssertionError`` or ``'NoneType' object has no attribute`` deep in a data-loader worker. :func:`checked` wraps
 the ``build_dataset`` that BasicSR's train and test pipelines call: the dataset's folders must exist, an LMDB must
 have its meta_info.txt and its first key must open and decode; :func:`naming_files` makes an image that fails to
-decode name its file. :mod:`skd_basicsr.patches` installs both.
+decode name its file. :mod:`skd_basicsr.platform.patches` installs both.
 """
 import functools
 from os import path as osp
@@ -12,7 +12,7 @@ from os import path as osp
 import cv2
 import numpy as np
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 
 DATAROOT_KEYS = ('dataroot_gt', 'dataroot_lq')
 
@@ -33,7 +33,7 @@ def check_dataset_options(opt):
 
 def check_lmdb(root, where):
     """An LMDB that BasicSR can read: ``*.lmdb`` with data.mdb and meta_info.txt, whose first key decodes."""
-    from skd_basicsr.compat import shared_lmdb_environment
+    from skd_basicsr.platform.compat import shared_lmdb_environment
 
     if not root.endswith('.lmdb'):
         raise OptionError(f'{where} {root}: io_backend is lmdb but the path does not end with .lmdb.')

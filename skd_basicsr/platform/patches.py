@@ -3,16 +3,17 @@
 Importing ``skd_basicsr`` calls :func:`apply` once (later calls do nothing), before its own modules register
 themselves. The changes reach every BasicSR model, not only SKDModel: SRModel and BasicSR's other models save,
 load, optimise and schedule through them too. The replacements live in the module named for their job:
-:mod:`skd_basicsr.compat` (shims for the installed libraries), :mod:`skd_basicsr.options`,
-:mod:`skd_basicsr.models.checkpoint`, :mod:`skd_basicsr.models.optim`, :mod:`skd_basicsr.models.lr_scheduler`,
-:mod:`skd_basicsr.models.training_batch` (progressive patches and mixing augmentation),
-:mod:`skd_basicsr.models.padded_test` (validation at any input size),
-:mod:`skd_basicsr.models.accumulation` (gradient accumulation),
-:mod:`skd_basicsr.data.preflight` and, for the resume rule of the teacher, :mod:`skd_basicsr.models.skd_model`.
+:mod:`skd_basicsr.platform.compat` (shims for the installed libraries), :mod:`skd_basicsr.platform.options`,
+:mod:`skd_basicsr.platform.checkpoint`, :mod:`skd_basicsr.platform.optim`, :mod:`skd_basicsr.platform.lr_scheduler`,
+:mod:`skd_basicsr.platform.training_batch` (progressive patches and mixing augmentation),
+:mod:`skd_basicsr.platform.padded_test` (validation at any input size),
+:mod:`skd_basicsr.platform.accumulation` (gradient accumulation),
+:mod:`skd_basicsr.platform.data.preflight`. It knows nothing of distillation: the distillation declares its frozen
+teacher to the resume rule (:func:`skd_basicsr.platform.checkpoint.freeze_on_resume`).
 """
 import functools
 
-from skd_basicsr import compat
+from skd_basicsr.platform import compat
 
 _APPLIED = []
 
@@ -23,11 +24,11 @@ def checking_training_options(init):
 
     ``BaseModel.__init__`` runs before a model builds its networks, so a wrong option fails at once.
     """
-    from skd_basicsr.models import training_batch
-    from skd_basicsr.models.accumulation import accum_iter
-    from skd_basicsr.models.mixing import MixingAugment
-    from skd_basicsr.models.optim import grad_clip_norm
-    from skd_basicsr.models.progressive import ProgressivePatches
+    from skd_basicsr.platform import training_batch
+    from skd_basicsr.platform.accumulation import accum_iter
+    from skd_basicsr.platform.mixing import MixingAugment
+    from skd_basicsr.platform.optim import grad_clip_norm
+    from skd_basicsr.platform.progressive import ProgressivePatches
 
     @functools.wraps(init)
     def __init__(self, opt, *args, **kwargs):
@@ -51,9 +52,9 @@ def changes():
                                       'basicsr.models.sr_model', 'basicsr.test', 'basicsr.train',
                                       'basicsr.utils.dist_util', 'basicsr.utils.file_client', 'basicsr.utils.options',
                                       'basicsr.data.paired_image_dataset'))
-    from skd_basicsr import options
-    from skd_basicsr.data import preflight
-    from skd_basicsr.models import accumulation, checkpoint, lr_scheduler, optim, padded_test, skd_model
+    from skd_basicsr.platform import options
+    from skd_basicsr.platform.data import preflight
+    from skd_basicsr.platform import accumulation, checkpoint, lr_scheduler, optim, padded_test
 
     model = base_model.BaseModel
     dataset = paired.PairedImageDataset
@@ -70,7 +71,7 @@ def changes():
         (model, 'model_to_device', compat.model_to_device, 'DDP is given a CUDA device id even on CPU'),
         (file_client.LmdbBackend, '__init__', compat.lmdb_backend_init,
          'lmdb 3 refuses to open one path twice in a process (training and validation on one LMDB)'),
-        (bsr_train, 'load_resume_state', skd_model.load_resume_state,
+        (bsr_train, 'load_resume_state', checkpoint.load_resume_state,
          'it loads onto CUDA, unpickles code, may pick a truncated state, and points the frozen teacher at a '
          'checkpoint that is never written'),
         (model, 'save_network', checkpoint.save_network,

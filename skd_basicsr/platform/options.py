@@ -7,13 +7,14 @@ then does everything else (distributed set-up, seed, debug mode, dataset phases,
 """
 import argparse
 import collections
+import contextlib
 import sys
 import tempfile
 from os import path as osp
 
 import yaml
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 
 REQUIRED_KEYS = ('name', 'datasets', 'path')
 
@@ -154,6 +155,16 @@ def build_arg_parser(is_train=True):
     return parser
 
 
+@contextlib.contextmanager
+def argv_for_basicsr(argv):
+    """``sys.argv`` set to ``argv`` while the block runs, as BasicSR's pipelines and parser read it; restored after."""
+    saved, sys.argv = sys.argv, list(argv)
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
 def parse_options(root_path, is_train=True, argv=None):
     """``basicsr.utils.options.parse_options`` (same flags, same result) on options read and forced safely.
 
@@ -180,9 +191,6 @@ def parse_options(root_path, is_train=True, argv=None):
         forced = osp.join(folder, osp.basename(args.opt))
         with open(forced, 'w') as f:
             yaml.dump(opt, f, Dumper=ordered_yaml()[1], sort_keys=False)
-        saved, sys.argv = sys.argv, [sys.argv[0], '-opt', forced] + flags  # BasicSR's parser reads sys.argv
-        try:
+        with argv_for_basicsr([sys.argv[0], '-opt', forced] + flags):
             opt, _ = basicsr_options.parse_options(root_path, is_train)
-        finally:
-            sys.argv = saved
     return opt, args

@@ -2,14 +2,14 @@
 
 The options come from ``network_g`` of a BasicSR option file (test or training), or from the ``network`` entry of
 the demo's ``results.json`` (which also says where the weights are). Weights are read the way training reads them
-(:func:`skd_basicsr.models.checkpoint.read_weights`: weights only, ``params_ema`` falling back to ``params``, DDP's
+(:func:`skd_basicsr.platform.checkpoint.read_weights`: weights only, ``params_ema`` falling back to ``params``, DDP's
 ``module.`` dropped) and must fit the network strictly.
 """
 import json
 from copy import deepcopy
 from os import path as osp
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 
 
 def network_from_file(path, entry=None):
@@ -41,7 +41,7 @@ def network_from_file(path, entry=None):
         weights = results[entry].get('weights')
         return deepcopy(results[entry]['network']), weights and osp.join(osp.dirname(path), weights), 'params'
 
-    from skd_basicsr.options import yaml_load
+    from skd_basicsr.platform.options import yaml_load
 
     with open(path, encoding='utf-8') as f:
         opt = yaml_load(f, source=path)
@@ -49,26 +49,6 @@ def network_from_file(path, entry=None):
         raise OptionError(f'-opt {path}: no network_g mapping; the network to run is read from network_g.')
     paths = opt.get('path') or {}
     return deepcopy(opt['network_g']), paths.get('pretrain_network_g'), paths.get('param_key_g') or 'params'
-
-
-def size_multiple(net_opt):
-    """The multiple of the input height and width a network needs: Restormer's three halvings, the window of a
-    windowed transformer (SwinIR, HAT), else 1."""
-    if net_opt.get('type') == 'Restormer':
-        from skd_basicsr.archs.restormer_arch import PAD_MULTIPLE
-
-        return PAD_MULTIPLE
-    return int(net_opt.get('window_size', 1))
-
-
-def in_channels(net):
-    """Input channels of a network: those of its first convolution."""
-    from torch import nn
-
-    for module in net.modules():
-        if isinstance(module, nn.Conv2d):
-            return module.in_channels
-    raise OptionError(f'{type(net).__name__} has no convolution to read its input channels from.')
 
 
 def build_network_from_options(net_opt):
@@ -88,7 +68,7 @@ def load_restorer(net_opt, weights, param_key='params'):
         OptionError: Unknown type or arguments, no weights given, a missing or unreadable file, no ``param_key`` in
             it, or weights that do not fit the network.
     """
-    from skd_basicsr.models.checkpoint import check_fit, read_weights
+    from skd_basicsr.platform.checkpoint import check_fit, read_weights
 
     net = build_network_from_options(net_opt)
     if not weights:

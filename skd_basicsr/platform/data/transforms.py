@@ -8,6 +8,8 @@ pair at any scale; :func:`read_image` decodes one image or names the file it cou
 """
 import cv2
 
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')  # what folders of images are read for
+
 
 def read_image(file_client, path, key, dataset, flag='color'):
     """Read and decode one image as float32 HWC in [0, 1] (BGR, as BasicSR reads), naming the file when it fails.

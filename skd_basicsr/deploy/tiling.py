@@ -14,24 +14,10 @@ the result is their common value. Hence:
 import math
 
 import torch
-import torch.nn.functional as F
 
+from skd_basicsr.platform.network_spec import crop_output, pad_to_multiple
 
-def pad_to_multiple(img, multiple):
-    """Pad an NCHW tensor at the bottom and right to the next multiple of ``multiple``.
-
-    Reflection keeps the border statistics natural for a restoration network; an image smaller than the padding
-    (reflection cannot reach that far) is padded by replication instead.
-
-    Returns:
-        tuple[Tensor, tuple[int, int]]: the padded tensor and the original (height, width).
-    """
-    h, w = img.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return img, (h, w)
-    mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
-    return F.pad(img, (0, pad_w, 0, pad_h), mode=mode), (h, w)
+__all__ = ['pad_to_multiple', 'tiled_forward']
 
 
 def tile_starts(length, tile, overlap):
@@ -84,9 +70,7 @@ def tiled_forward(fn, img, tile=None, overlap=0, multiple=1):
     padded, (h, w) = pad_to_multiple(img, multiple)
     ph, pw = padded.shape[-2:]
     if tile is None or (tile >= ph and tile >= pw):
-        out = fn(padded)
-        scale = out.shape[-1] // pw
-        return out[..., :h * scale, :w * scale]
+        return crop_output(fn(padded), (h, w), pw)
 
     th, tw = min(tile, ph), min(tile, pw)
     out = weight = scale = None

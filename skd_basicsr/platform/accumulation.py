@@ -14,7 +14,7 @@ How it works, and why this way:
   BasicSR's epoch arithmetic counts steps too); ``batch_size_per_gpu`` in the options stays the micro-batch.
 * **Micro-batches.** The loader batch is cut into N micro-batches, each cropped by the progressive stage (to its
   own ``mini_batch`` and its own random location) and mixed on its own, exactly as each of N GPUs would crop and
-  mix its own batch (:mod:`skd_basicsr.models.training_batch`).
+  mix its own batch (:mod:`skd_basicsr.platform.training_batch`).
 * **One step.** The model's own ``optimize_parameters`` runs once per micro-batch, unchanged, inside
   :meth:`MicroSteps.step`: every optimizer's ``zero_grad`` runs only before the first micro-batch and its ``step``
   only after the last, which first divides the summed gradients by N (so a mean-reduced loss gives the gradient of
@@ -32,7 +32,7 @@ import functools
 
 from torch.nn.parallel import DistributedDataParallel
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 
 
 def accum_iter(train_opt):

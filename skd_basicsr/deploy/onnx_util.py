@@ -1,7 +1,7 @@
 """ONNX export of a restoration network, checked against PyTorch, and a runner that calls it like the network.
 
 The graph has dynamic height and width and expects them padded to the network's multiple; the multiple is written in
-the file's metadata and the runner's callers pad through :func:`skd_basicsr.utils.tiling.tiled_forward` (which pads
+the file's metadata and the runner's callers pad through :func:`skd_basicsr.deploy.tiling.tiled_forward` (which pads
 every input anyway), so the same tiling and image I/O serve PyTorch and onnxruntime. Export uses the TorchScript
 exporter (``dynamo=False``): in torch 2.14 it exports Restormer with dynamic sizes and needs no onnxscript.
 
@@ -13,7 +13,7 @@ import warnings
 
 import torch
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 
 METADATA_MULTIPLE = 'skd_basicsr.size_multiple'
 METADATA_NETWORK = 'skd_basicsr.network'

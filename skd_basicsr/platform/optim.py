@@ -10,7 +10,7 @@
 """
 import torch
 
-from skd_basicsr.errors import OptionError, did_you_mean
+from skd_basicsr.platform.errors import OptionError, did_you_mean
 
 DEFAULT_GRAD_CLIP_NORM = 0.01
 

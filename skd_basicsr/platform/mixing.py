@@ -6,13 +6,13 @@ batch is then mixed with a random permutation of itself, ``x <- lam * x + (1 - l
 consistent. Mixup is the recipe's only augmentation; with ``use_identity`` the identity joins it as an equally
 likely choice, so a batch is left as it is with probability 1/2 (without it, every batch is mixed). ``mixup: false``
 turns the augmentation off. It runs on training batches only, after progressive cropping
-(:mod:`skd_basicsr.models.training_batch`).
+(:mod:`skd_basicsr.platform.training_batch`).
 """
 import random
 
 import torch
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 
 MIXING_KEYS = ('mixup', 'mixup_beta', 'use_identity')
 

@@ -20,7 +20,7 @@ pixel loss are not scheduled. SKDModel logs it as ``distill_scale``.
 """
 import numbers
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 
 SCHEDULE_KEYS = ('warmup_iter', 'decay_iter', 'end_iter')
 

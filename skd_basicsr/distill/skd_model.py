@@ -13,22 +13,23 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
 from torch.nn import functional as F
 
-from skd_basicsr.archs import input_channels
-from skd_basicsr.distill import FeatureAdapters, FeatureTaps
+from skd_basicsr.distill.adapters import FeatureAdapters
+from skd_basicsr.distill.taps import FeatureTaps
 from skd_basicsr.distill.taps import describe_unknown_names
 from skd_basicsr.distill.weight_selection import select_weights
-from skd_basicsr.errors import OptionError
-from skd_basicsr.losses.feature_space import TeacherFeatureSpace
-from skd_basicsr.models import checkpoint
-from skd_basicsr.models.distill_schedule import DistillSchedule
-from skd_basicsr.utils.network_io import size_multiple
-from skd_basicsr.utils.tiling import tiled_forward
+from skd_basicsr.platform.errors import OptionError
+from skd_basicsr.distill.feature_space import TeacherFeatureSpace
+from skd_basicsr.platform import checkpoint
+from skd_basicsr.distill.distill_schedule import DistillSchedule
+from skd_basicsr.platform.network_spec import NetworkSpec, forward_padded
 
 DISTILL_KEYS = ('features', 'adapter', 'init_from_teacher')
 FEATURE_PAIR_KEYS = ('student', 'teacher')
 SPATIAL_FORM_KEYS = ('spatial_window', 'spatial_tokens')  # optional per pair: the cheap spatial MCA form of that level
 ADAPTER_TYPES = ('conv1x1', 'none')
-PROBE_SIZE = 64  # side of the dummy input that discovers feature shapes: divisible by 8 for Restormer's 3 downs
+
+
+checkpoint.freeze_on_resume('network_t')  # the teacher is never trained, so never saved: resuming keeps its weights
 
 
 @MODEL_REGISTRY.register()
@@ -56,10 +57,10 @@ class SKDModel(SRModel):
     Resuming (``--auto_resume`` or ``path.resume_state``) points every ``network_<x>`` at the checkpoint saved at
     the resumed iteration, as BasicSR does, except the networks listed in ``frozen_networks`` (top-level option,
     by default ``[network_t]``): they are never trained, so never saved, and keep their configured weights and
-    ``param_key`` (see :func:`load_resume_state`).
+    ``param_key`` (see :func:`skd_basicsr.platform.checkpoint.load_resume_state`).
 
     ``train.distill_schedule`` scales alpha2 and alpha3 over the iterations (warm-up, decay to zero; see
-    :mod:`skd_basicsr.models.distill_schedule`), logged as ``distill_scale``. ``contrast_opt.negatives`` chooses
+    :mod:`skd_basicsr.distill.distill_schedule`), logged as ``distill_scale``. ``contrast_opt.negatives`` chooses
     L_CL's negatives: the degraded input (the paper), the output of a lagging average of the student (``lagged``,
     kept here with decay ``contrast_opt.lag_decay`` and not saved: a resumed run restarts it from the resumed
     student) and the teacher's output for another image of the batch (``batch``); see :meth:`contrast_negatives`.
@@ -202,7 +203,8 @@ class SKDModel(SRModel):
         The student runs it in eval mode, so that a network with BatchNorm keeps its running statistics.
         """
         net_g = self.get_bare_model(self.net_g)
-        probe = torch.zeros(1, input_channels(self.opt['network_g']), PROBE_SIZE, PROBE_SIZE, device=self.device)
+        spec_t = NetworkSpec.from_options(self.opt['network_t'], 'network_t')
+        probe = NetworkSpec.from_options(self.opt['network_g']).probe(self.device, spec_t)
         was_training = net_g.training
         net_g.eval()
         try:
@@ -227,7 +229,7 @@ class SKDModel(SRModel):
                 raise OptionError(f'{where}: both modules must output one (B, C, H, W) tensor.')
             if s.shape[-2:] != t.shape[-2:]:
                 raise OptionError(f'{where}: spatial sizes differ (student {tuple(s.shape[-2:])}, teacher '
-                                  f'{tuple(t.shape[-2:])} for a {PROBE_SIZE}x{PROBE_SIZE} input); pair levels of '
+                                  f'{tuple(t.shape[-2:])} for a {probe.shape[-1]}x{probe.shape[-1]} input); pair levels of '
                                   'the same resolution.')
             if s.shape[1] != t.shape[1] and self.distill_opt['adapter'] == 'none':
                 raise OptionError(f'{where}: channels differ (student {s.shape[1]}, teacher {t.shape[1]}) and '
@@ -396,7 +398,7 @@ class SKDModel(SRModel):
         """Log the teacher's metrics on a validation set the first time it is seen: a wrong teacher shows at once.
 
         The input is padded to the multiple ``network_t`` needs, as validation pads it for ``network_g``
-        (:mod:`skd_basicsr.models.padded_test`). The metrics go to the text log and, as
+        (:mod:`skd_basicsr.platform.padded_test`). The metrics go to the text log and, as
         ``teacher/metrics/<dataset>/<metric>`` beside BasicSR's own ``metrics/<dataset>/<metric>``, to TensorBoard (and
         through it to wandb, which BasicSR syncs from TensorBoard).
         """
@@ -406,10 +408,10 @@ class SKDModel(SRModel):
             return
         sums = {metric: 0.0 for metric in self.opt['val']['metrics']}
         count = 0
-        multiple = size_multiple(self.opt['network_t'])
+        multiple = NetworkSpec.from_options(self.opt['network_t'], 'network_t').size_multiple
         for data in dataloader:
             with torch.inference_mode():
-                output = tiled_forward(self.net_t, data['lq'].to(self.device), multiple=multiple)
+                output = forward_padded(self.net_t, data['lq'].to(self.device), multiple)
             metric_data = {'img': tensor2img([output.cpu()])}
             if 'gt' in data:
                 metric_data['img2'] = tensor2img([data['gt']])
@@ -504,15 +506,3 @@ def build_loss_checked(train_opt, key, device, **given):
     except (ValueError, FileNotFoundError) as err:
         raise OptionError(f'train.{key}: {err}') from None
 
-
-def load_resume_state(opt):
-    """BasicSR's ``load_resume_state`` (:func:`skd_basicsr.models.checkpoint.load_resume_state`) with SKD's rule:
-    the networks in ``opt['frozen_networks']``, by default the teacher ``network_t``, keep their weights.
-
-    Args:
-        opt (dict): Options, updated as BasicSR's ``check_resume`` does.
-
-    Returns:
-        dict | None: The training state, or None for a fresh start.
-    """
-    return checkpoint.load_resume_state(opt, opt.get('frozen_networks', ['network_t']))

@@ -5,7 +5,7 @@ from basicsr.utils import FileClient, bgr2ycbcr, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torchvision.transforms.functional import normalize
 
-from skd_basicsr.data.transforms import pad_pair_to_crop, read_image
+from skd_basicsr.platform.data.transforms import pad_pair_to_crop, read_image
 
 
 @DATASET_REGISTRY.register()
@@ -14,7 +14,7 @@ class PaddedPairedImageDataset(PairedImageDataset):
 
     BasicSR's dataset raises ``LQ (321, 481) is smaller than patch size (384, 384)`` on such a pair; Restormer's
     own paired dataset reflect-pads both images at the bottom and right to the crop first, and so does this one
-    (:func:`skd_basicsr.data.transforms.pad_pair_to_crop`), then crops, flips and rotates as BasicSR does.
+    (:func:`skd_basicsr.platform.data.transforms.pad_pair_to_crop`), then crops, flips and rotates as BasicSR does.
     Validation and test samples are BasicSR's, whole and unpadded. The options are BasicSR's (``dataroot_gt``,
     ``dataroot_lq``, ``io_backend``, ``filename_tmpl``, ``meta_info_file``, ``gt_size``, ``use_hflip``, ``use_rot``,
     ``color``, ``mean``, ``std``), so a file switches by its ``type`` alone.

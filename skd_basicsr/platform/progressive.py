@@ -4,7 +4,7 @@ The loader delivers the largest patch and batch; each training iteration is then
 patch at one random location shared by ``lq`` and ``gt`` (on the lq grid, times the scale, for SR) and cut to its
 first ``mini_batch`` samples (:class:`ProgressivePatches`).
 
-It runs as a training-batch transform (:mod:`skd_basicsr.models.training_batch`), before Restormer's mixing
+It runs as a training-batch transform (:mod:`skd_basicsr.platform.training_batch`), before Restormer's mixing
 augmentation as in the official training loop. The options are checked when the model is built, before any
 network.
 """
@@ -14,7 +14,7 @@ import random
 
 from basicsr.utils import get_root_logger
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 
 PROGRESSIVE_KEYS = ('iters', 'gt_sizes', 'mini_batch_sizes')
 

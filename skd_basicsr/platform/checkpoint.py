@@ -5,7 +5,7 @@ that ``--auto_resume`` then picks up) and loads networks and states with a plain
 keep BasicSR's file format, names and ``param_key`` behaviour but write to a temporary file and rename it
 (:func:`atomic_torch_save`), refuse to write non-finite weights, and read with ``weights_only=True``
 (:func:`safe_torch_load`). A kill during a save can leave only a ``*.tmp<pid>`` file, which the next start removes
-(:func:`remove_orphaned_temporaries`). :mod:`skd_basicsr.patches` puts ``save_network``, ``get_training_state``,
+(:func:`remove_orphaned_temporaries`). :mod:`skd_basicsr.platform.patches` puts ``save_network``, ``get_training_state``,
 ``save_training_state`` and ``load_network`` on BasicSR's ``BaseModel`` and :func:`load_resume_state` in its train
 pipeline. Models that need more in their training state (SKDModel's adapters) extend :meth:`get_training_state`.
 """
@@ -18,7 +18,7 @@ import torch
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 
-from skd_basicsr.errors import OptionError
+from skd_basicsr.platform.errors import OptionError
 
 TEMPORARY_SUFFIX = re.compile(r'\.(pth|state)\.tmp\d+$')
 
@@ -206,7 +206,17 @@ def remove_orphaned_temporaries(opt):
     return removed
 
 
-def load_resume_state(opt, frozen_networks=()):
+FROZEN_ON_RESUME = []  # option names of networks that are never trained; the distillation adds its teacher
+
+
+def freeze_on_resume(name):
+    """Declare ``name`` (an option name such as ``network_t``) a network that is never trained, hence never saved:
+    resuming keeps its configured weights unless the options' ``frozen_networks`` list says otherwise."""
+    if name not in FROZEN_ON_RESUME:
+        FROZEN_ON_RESUME.append(name)
+
+
+def load_resume_state(opt, frozen_networks=None):
     """``basicsr.train.load_resume_state``: find the state, load it weights-only, point the networks at its iteration.
 
     Differences from BasicSR's: ``--auto_resume`` picks the newest complete ``<iter>.state`` (temporaries of an
@@ -215,14 +225,16 @@ def load_resume_state(opt, frozen_networks=()):
 
     Args:
         opt (dict): Options; ``opt['path']`` is updated as BasicSR's ``check_resume`` does.
-        frozen_networks (list[str]): Option names of networks that resuming must not touch. Default: ().
+        frozen_networks (list[str] | None): Option names of networks that resuming must not touch; None reads the
+            top-level option ``frozen_networks``, by default those declared by :func:`freeze_on_resume`.
+            Default: None.
 
     Returns:
         dict | None: The training state, or None for a fresh start.
     """
     from basicsr.utils.misc import check_resume
 
-    from skd_basicsr.compat import resume_device
+    from skd_basicsr.platform.compat import resume_device
 
     remove_orphaned_temporaries(opt)
     if opt['auto_resume']:
@@ -234,6 +246,8 @@ def load_resume_state(opt, frozen_networks=()):
         return None
     resume_state = safe_torch_load(path, map_location=resume_device(opt))
 
+    if frozen_networks is None:
+        frozen_networks = opt.get('frozen_networks', FROZEN_ON_RESUME)
     frozen = [n for n in frozen_networks if n in opt]
     kept = {k: opt['path'][k] for n in frozen for k in (f'pretrain_{n}', f'param_key_{n[len("network_"):]}')
             if k in opt['path']}

@@ -11,7 +11,8 @@ from os import path as osp
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+from skd_basicsr.platform.data.transforms import IMAGE_EXTENSIONS
+
 MAX_VALUE = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
 
 
