@@ -3,7 +3,7 @@ student against teacher latency, and SKD iterations under bf16 autocast.
 
 Four sections, each timed and reported on its own, so that one that fails still leaves the others' results:
 
-1. ``mca``: every form of the MCA branches in ``skd_basicsr/distill/skd_loss.py`` (exact global spatial on fused
+1. ``mca``: every form of the MCA branches in ``skd_basicsr/distill/mca.py`` (exact global spatial on fused
    SDPA, its chunked exact fallback forced, local windows, pooled tokens, and the channel branch) in float32 and
    bf16 on the device, forward and backward, against the same computation in float64 on the CPU (max abs error
    and that error over the reference's max abs value, for the output and for the student's gradient); median time
@@ -41,7 +41,10 @@ from os import path as osp
 
 import torch
 
-import bench_skd
+if __package__ in (None, ''):  # run as a file: the repository root makes `benchmarks` importable
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from benchmarks import bench_skd  # noqa: E402
 
 START = time.time()  # the report's total includes the imports
 ROOT = bench_skd.ROOT
@@ -145,8 +148,7 @@ class Device:
 # ----------------------------------------------------------------------------------------------------------------
 def mca_forms(cfg):
     """name -> (MCA function of (s, t), name of its reference form, forward MACs of a (B, C, H, W) input)."""
-    from skd_basicsr.distill.skd_loss import (mca_channel, mca_spatial, mca_spatial_pooled, mca_spatial_window,
-                                             pool_tokens)
+    from skd_basicsr.distill.mca import mca_channel, mca_spatial, mca_spatial_pooled, mca_spatial_window, pool_tokens
 
     window, tokens, chunk = cfg['window'], cfg['tokens'], cfg['chunk']
 
@@ -172,9 +174,9 @@ def mca_forms(cfg):
 
 
 def attention_kernel(name, shape, dtype, dev, cfg):
-    """The kernel that runs a spatial form's attention: what :mod:`skd_loss` allows SDPA (flash, then memory
-    efficient on CUDA; flash on the CPU), else its chunked exact fallback."""
-    from skd_basicsr.distill.skd_loss import pool_tokens
+    """The kernel that runs a spatial form's attention: what :mod:`skd_basicsr.distill.attention` allows SDPA
+    (flash, then memory efficient on CUDA; flash on the CPU), else its chunked exact fallback."""
+    from skd_basicsr.distill.mca import pool_tokens
 
     if name == 'channel':
         return 'bmm'

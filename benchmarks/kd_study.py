@@ -7,8 +7,8 @@ student (where a variant does not replace it) and the same training batches and 
 variants on seed k is a paired difference. The study reports, per variant, the mean PSNR and the paired difference to
 ``scratch`` and to ``scratch_init`` (where those ran), with its standard deviation over the seeds.
 
-Variants (``--variants``; ``--list`` prints them) are those of ``basicsr demo`` (``skd_basicsr.tools.demo.VARIANTS``),
-so that a setting the study recommends is the one the demo runs. A name ending in ``_init`` starts the student from
+Variants (``--variants``; ``--list`` prints them) are those of :mod:`benchmarks.study.variants`: the five of
+``basicsr demo``, so that a setting the study recommends is the one the demo runs, and the candidates beyond them. A name ending in ``_init`` starts the student from
 the teacher by weight selection (``basicsr shrink`` for the plain students, ``distill.init_from_teacher`` for the
 distilled ones); the others start from the seed's random initialisation.
 
@@ -22,7 +22,7 @@ batches' random draws (BasicSR seeds each worker), the same way for every varian
 study, but numbers from different settings of ``--workers`` or devices are not paired with each other.
 ``--no-train`` reports the runs already finished (the complete seeds of each variant) without training.
 
-Usage:
+Usage (from the repository root; ``python -m benchmarks.kd_study`` works too):
     python benchmarks/kd_study.py --out study_out --variants scratch scratch_init --seeds 0 1 2 --iters 600
     python benchmarks/kd_study.py --out study_gpu --num-gpu 1 --jobs 8 --workers 1 --variants ... --iters 2400
 """
@@ -36,6 +36,10 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from os import path as osp
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if __package__ in (None, ''):  # run as a file: the repository root makes `benchmarks` importable
+    sys.path.insert(0, REPO)
 
 
 RUNNING = set()  # the training processes of the runs in progress
@@ -56,13 +60,15 @@ def run(variant, seed, args, folders, init_weights):
 
     from skd_basicsr.tools.demo import BUDGETS, STUDENT, evaluate, latest_weights, student_options, summarise
 
+    from benchmarks.study.variants import VARIANTS
+
     result_path = osp.join(args.out, 'runs', f'{variant}_s{seed}.json')
     if osp.isfile(result_path):
         with open(result_path) as f:
             return json.load(f)
     if args.no_train or STOPPING:
         return None
-    opt = student_options(variant, f'study_{variant}_s{seed}', folders, dict(BUDGETS['full'], iter=args.iters),
+    opt = student_options(VARIANTS[variant], f'study_{variant}_s{seed}', folders, dict(BUDGETS['full'], iter=args.iters),
                           args.teacher, init_weights, seed=seed)
     opt['num_gpu'] = args.num_gpu
     opt['datasets']['train']['num_worker_per_gpu'] = args.workers
@@ -72,14 +78,15 @@ def run(variant, seed, args, folders, init_weights):
         yaml.safe_dump(opt, f, sort_keys=False)
     print(f'[kd_study] {variant} seed {seed}: basicsr train -opt {opt_path}', flush=True)
     start = time.time()
-    # the CLI as a module: the same as `basicsr train`, also where the package is on PYTHONPATH but not installed
+    # `basicsr train` with the study's types registered (benchmarks.study.train), the repository on the path
     # runs trained at once write their output to OUT/logs/<name>.txt instead of interleaving it on the console
     log_path = osp.join(args.out, 'logs', f'{opt["name"]}.txt')
     os.makedirs(osp.dirname(log_path), exist_ok=True)
     with open(log_path, 'w') if args.jobs > 1 else open(os.devnull) as log:
         redirect = {'stdout': log, 'stderr': subprocess.STDOUT} if args.jobs > 1 else {}
-        proc = subprocess.Popen([sys.executable, '-m', 'skd_basicsr.cli', 'train', '-opt', opt_path],
-                                cwd=args.out, **redirect)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
+        proc = subprocess.Popen([sys.executable, '-m', 'benchmarks.study.train', '-opt', opt_path],
+                                cwd=args.out, env=env, **redirect)
         RUNNING.add(proc)
         try:
             proc.wait()
@@ -157,7 +164,7 @@ def build_parser():
                         'shipped with the demo')
     parser.add_argument('--out', default='study_out', help='work folder. Default: study_out')
     parser.add_argument('--variants', nargs='+', default=['scratch', 'scratch_init'],
-                        help='variants of skd_basicsr.tools.demo.VARIANTS (--list prints them)')
+                        help='variants of benchmarks/study/variants.py (--list prints them)')
     parser.add_argument('--list', action='store_true', help='print the variants and exit')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--iters', type=int, default=600, help='iterations of every student. Default: 600')
@@ -175,11 +182,10 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, stop_running)
-    import skd_basicsr  # noqa: F401  (registries)
-    from skd_basicsr.tools.demo import VARIANTS
+    from benchmarks.study.variants import VARIANTS
 
     if args.list:
-        print('\n'.join(f'{name:<16}L1 to the ground truth + {what}' for name, (what, *_) in VARIANTS.items()))
+        print('\n'.join(f'{name:<16}L1 to the ground truth + {v.what}' for name, v in VARIANTS.items()))
         return 0
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
@@ -196,7 +202,7 @@ def main(argv=None):
     start = time.time()
     folders = write_photos(args.out)
     init_weights = None
-    if any(v.endswith('_init') and not VARIANTS[v][3] for v in args.variants):
+    if any(VARIANTS[v].init and not VARIANTS[v].skd for v in args.variants):
         init_weights = shrink_student(args.out, args.teacher)
     # seed-major: a study cut short has complete pairs of every variant on its first seeds; variant-major: the
     # first variants have every seed

@@ -9,15 +9,15 @@ Implementations:
 
 * ``naive``: ``softmax(S^T T / lambda) S^T`` with explicit matmuls, the whole (B, N, N) affinity in memory; the
   'contracted' reading, written the way attention is usually written (softmax over the last dimension).
-* ``contracted``: ours, :func:`skd_basicsr.distill.skd_loss.mca_spatial` (SDPA, flash kernel forced on CPU).
+* ``contracted``: ours, :func:`skd_basicsr.distill.mca.mca_spatial` (SDPA, flash kernel forced on CPU).
 * ``rows``: ours, the literal row-wise reading (chunked, recomputed in backward); another formula, listed for
   its memory and time only.
 * ``chunked``: ours, the 'contracted' reading by the exact chunked fallback that stands in for fused SDPA where
   it has no kernel (``attention='chunked'``).
 * ``window<W>``, e.g. ``window8``: the local form, 'contracted' attention inside W x W windows
-  (:func:`skd_basicsr.distill.skd_loss.mca_spatial_window`), O(N W^2 C).
+  (:func:`skd_basicsr.distill.mca.mca_spatial_window`), O(N W^2 C).
 * ``pooled<M>``, e.g. ``pooled1024``: the pooled form, the global attention on features average-pooled to at most
-  M tokens (:func:`skd_basicsr.distill.skd_loss.mca_spatial_pooled`).
+  M tokens (:func:`skd_basicsr.distill.mca.mca_spatial_pooled`).
 
 Naive cases whose estimated peak exceeds ``--max-naive-gb`` are not run; instead, when ``--naive-probe-batch``
 fits, naive runs at that smaller batch and its time and memory are scaled linearly to the full batch (marked as
@@ -79,7 +79,7 @@ def child(impl, batch, channels, size, repeats, case_seconds, threads, chunk_siz
 
     import torch
 
-    from skd_basicsr.distill.skd_loss import mca_spatial, mca_spatial_pooled, mca_spatial_window
+    from skd_basicsr.distill.mca import mca_spatial, mca_spatial_pooled, mca_spatial_window
 
     torch.set_num_threads(threads)
 

@@ -7,10 +7,8 @@ import sys
 from os import path as osp
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(REPO, 'benchmarks'))
 
-import bench_skd  # noqa: E402  (benchmarks/ is no package)
-import gpu_check  # noqa: E402
+from benchmarks import bench_skd, gpu_check
 
 SECTIONS = ('mca', 'iteration', 'latency', 'bf16')
 NUMBER = re.compile(r'(?<![\w.])[-+]?(?:\d[\d,]*\.?\d*(?:e[-+]?\d+)?|nan|inf)(?![\w.])', re.IGNORECASE)

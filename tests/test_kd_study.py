@@ -6,10 +6,7 @@ from os import path as osp
 
 import pytest
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(REPO, 'benchmarks'))
-
-import kd_study  # noqa: E402  (benchmarks/ is no package)
+from benchmarks import kd_study
 
 PSNR = {  # variant -> PSNR per seed 0, 1, 2
     'scratch': [29.0, 29.5, 29.2],

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import skd_basicsr  # noqa: F401  (applies compat, registers the loss)
-from skd_basicsr.distill import skd_loss
-from skd_basicsr.distill.skd_loss import (SKDFeatureLoss, mca_spatial, mca_spatial_pooled, mca_spatial_window,
-                                         pool_tokens)
+from skd_basicsr.distill import attention, skd_loss
+from skd_basicsr.distill.mca import mca_spatial, mca_spatial_pooled, mca_spatial_window, pool_tokens
+from skd_basicsr.distill.skd_loss import SKDFeatureLoss
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -162,8 +162,8 @@ def test_inputs_without_a_fused_kernel_fall_back_to_chunks(form, monkeypatch):
         raise AssertionError('SDPA called although no fused kernel takes the inputs')
 
     # as on CUDA for float64 or a head dimension the kernels refuse
-    monkeypatch.setattr(skd_loss, '_fused_attention_available', lambda q, k, v: False)
-    monkeypatch.setattr(skd_loss.F, 'scaled_dot_product_attention', no_sdpa)
+    monkeypatch.setattr(attention, '_fused_attention_available', lambda q, k, v: False)
+    monkeypatch.setattr(attention.F, 'scaled_dot_product_attention', no_sdpa)
     for mine, theirs in zip(run_with_grads(lambda a, b: FORMS[form](a, b, chunk_size=5), s, t), fused):
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
 
@@ -171,7 +171,7 @@ def test_inputs_without_a_fused_kernel_fall_back_to_chunks(form, monkeypatch):
 def test_fused_kernel_is_used_on_cpu_for_every_float_dtype():
     for dtype in (torch.float32, torch.float64, torch.bfloat16):
         tokens = torch.zeros(2, 3, 16, 48, dtype=dtype)
-        assert skd_loss._fused_attention_available(tokens, tokens, tokens)
+        assert attention._fused_attention_available(tokens, tokens, tokens)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -215,6 +215,24 @@ def test_per_level_options_pick_the_form_of_each_level(opt, naive_forms):
     torch.testing.assert_close(loss.detach(), (ref_direct + ref_spatial).detach(), rtol=1e-9, atol=1e-12)
     for mine, ref in zip(students, ref_students):
         torch.testing.assert_close(mine.grad, ref.grad, rtol=1e-7, atol=1e-10)
+
+
+def test_the_pooled_level_is_mca_spatial_pooled_against_the_pooled_teacher(monkeypatch):
+    pairs = level_pairs()
+    calls = []
+
+    def spy(s, t, max_tokens, *args):
+        calls.append((s.shape, max_tokens, args))
+        return mca_spatial_pooled(s, t, max_tokens, *args)
+
+    monkeypatch.setattr(skd_loss, 'mca_spatial_pooled', spy)
+    loss_fn = SKDFeatureLoss(branches=['spatial'], temperature=0.7, spatial_tokens=[None, 9, None])
+    loss, _ = loss_fn([s for s, _ in pairs], [t for _, t in pairs])
+    assert calls == [(torch.Size(LEVEL_SHAPES[1]), 9, (0.7, 'contracted', 256, 'auto'))]
+    s, t = pairs[1]
+    pooled = naive_gk(mca_spatial_pooled(s, t, 9, 0.7), naive_pool(t, 2)).mean()
+    rest = sum(naive_gk(mca_spatial(s, t, 0.7), t).mean() for s, t in (pairs[0], pairs[2]))
+    torch.testing.assert_close(loss, pooled + rest, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])

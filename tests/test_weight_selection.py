@@ -15,7 +15,9 @@ from torch import nn
 
 import skd_basicsr  # noqa: F401  (registries and the torchvision shim BasicSR needs)
 from basicsr.archs.edsr_arch import EDSR
+from basicsr.archs.ridnet_arch import RIDNet
 from basicsr.archs.rrdbnet_arch import RRDBNet
+from basicsr.archs.srresnet_arch import MSRResNet
 from basicsr.archs.swinir_arch import SwinIR
 from skd_basicsr.platform.archs.restormer_arch import Restormer
 from skd_basicsr.distill.weight_selection import evenly_spaced, select_weights
@@ -318,24 +320,86 @@ class Block(nn.Module):
 
 
 class TinyNet(nn.Module):
-    """A network without rules of its own: the generic rule applies."""
+    """A network without rules of its own: the generic rule applies when asked for."""
 
-    def __init__(self, width, blocks):
+    def __init__(self, width, blocks, in_ch=3):
         super().__init__()
-        self.head = nn.Conv2d(3, width, 3, padding=1)
+        self.head = nn.Conv2d(in_ch, width, 3, padding=1)
         self.body = nn.Sequential(*[Block(width) for _ in range(blocks)])
         self.tail = nn.Conv2d(width, 3, 3, padding=1)
 
 
 def test_generic_rule_slices_leading_entries_and_spaces_blocks():
     teacher = randomised(TinyNet(8, 4)).state_dict()
-    state, report = select_weights(teacher, TinyNet(3, 2))
+    state, report = select_weights(teacher, TinyNet(3, 2), generic=True)
     assert report.arch == 'generic' and report.stages['body'].kept == [0, 3]
     assert torch.equal(state['head.weight'], teacher['head.weight'][:3])
     assert torch.equal(state['body.1.conv.weight'], teacher['body.3.conv.weight'][:3, :3])
     assert torch.equal(state['tail.weight'], teacher['tail.weight'][:, :3])
     with pytest.raises(OptionError, match="no weight-selection rules named 'UNet'"):
         select_weights(teacher, TinyNet(3, 2), arch='UNet')
+
+
+class ConvAndLinear(nn.Module):
+    """No rules of its own: a convolution and a Linear, as in the token mixers of NAFNet, HAT or Uformer."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 3, padding=1)
+        self.mix = nn.Linear(width, 2 * width)
+
+
+@pytest.mark.parametrize('make', [lambda width: RIDNet(3, width, 3, num_block=2), ConvAndLinear],
+                         ids=['RIDNet', 'ConvAndLinear'])
+def test_an_architecture_without_rules_is_refused_unless_the_generic_slice_is_asked_for(make):
+    teacher, student = randomised(make(32)).state_dict(), make(16)
+    name = type(student).__name__
+    with pytest.raises(OptionError) as refused:
+        select_weights(teacher, student)
+    message = str(refused.value)
+    assert f'no weight-selection rules for {name}: rules exist for EDSR, RRDBNet, Restormer, SwinIR.' in message
+    assert '`basicsr shrink --generic`' in message and '`distill.init_from_teacher: generic`' in message
+    assert 'it scrambles attention heads and gated layers' in message
+    state, report = select_weights(teacher, student, generic=True)
+    assert report.arch == 'generic' and report.filled == report.total
+    student.load_state_dict(state, strict=True)
+    for key, tensor in state.items():  # every tensor the leading corner of the teacher's
+        assert torch.equal(tensor, teacher[key][tuple(slice(0, n) for n in tensor.shape)]), key
+
+
+def test_the_generic_slice_keeps_leading_entries_of_linear_layers_and_says_so():
+    teacher = randomised(ConvAndLinear(8)).state_dict()
+    state, report = select_weights(teacher, ConvAndLinear(4), generic=True)
+    assert torch.equal(state['conv.weight'], teacher['conv.weight'][:4])
+    assert torch.equal(state['mix.weight'], teacher['mix.weight'][:8, :4])
+    assert torch.equal(state['mix.bias'], teacher['mix.bias'][:8])
+    assert 'attention heads and gated layers, if the network has any, are not kept whole' in '\n'.join(report.lines())
+
+
+def test_generic_does_not_replace_the_rules_of_a_family_that_has_them():
+    teacher = randomised(restormer(8)).state_dict()
+    ruled, report = select_weights(teacher, restormer(4), generic=True)
+    expected, _ = select_weights(teacher, restormer(4))
+    assert report.arch == 'Restormer' and all(torch.equal(ruled[k], v) for k, v in expected.items())
+    sliced, forced = select_weights(teacher, restormer(4), arch='generic')  # the slice is still there when forced
+    qkv = 'latent.0.attn.qkv.weight'
+    assert forced.arch == 'generic' and not torch.equal(sliced[qkv], ruled[qkv])
+
+
+@pytest.mark.parametrize('teacher, student, generic, message', [
+    (lambda: restormer(8), lambda: restormer(4, inp_channels=1, out_channels=1), False,
+     r"input channels differ: the student's patch_embed\.proj\.weight \(4, 1, 3, 3\) reads 1 input channel, the "
+     r"teacher's \(8, 3, 3, 3\) reads 3 input channels"),
+    (lambda: restormer(8, inp_channels=6, dual_pixel_task=True), lambda: restormer(4, dual_pixel_task=True), False,
+     r"patch_embed\.proj\.weight \(4, 3, 3, 3\) reads 3 input channels, the teacher's \(8, 6, 3, 3\) reads 6"),
+    (lambda: edsr(8), lambda: EDSR(1, 1, num_feat=4, num_block=2, upscale=2, img_range=1.0), False,
+     r"conv_first\.weight \(4, 1, 3, 3\) reads 1 input channel, the teacher's \(8, 3, 3, 3\) reads 3"),
+    (lambda: TinyNet(8, 2), lambda: TinyNet(4, 2, in_ch=1), True,
+     r"head\.weight \(4, 1, 3, 3\) reads 1 input channel, the teacher's \(8, 3, 3, 3\) reads 3"),
+], ids=['Restormer-gray', 'Restormer-dual-pixel', 'EDSR-gray', 'generic-gray'])
+def test_input_channels_that_differ_are_refused_not_sliced(teacher, student, generic, message):
+    with pytest.raises(OptionError, match=message):
+        select_weights(teacher().state_dict(), student(), generic=generic)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -425,6 +489,28 @@ def test_shrink_refuses_with_a_message(shrink_files, capsys, change, message):
     err = capsys.readouterr().err
     assert re.search(message, err), err
     assert not out.exists() or out.read_bytes() == b'keep me'
+
+
+def test_shrink_generic_reaches_the_leading_slice_for_a_network_without_rules(tmp_path, capsys):
+    opt = tmp_path / 'student.yml'
+    student_opt = {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1, 'upscale': 2}
+    opt.write_text(yaml.safe_dump({'name': 'student', 'network_g': student_opt}))
+    teacher = randomised(MSRResNet(num_feat=8, num_block=2, upscale=2)).state_dict()
+    torch.save({'params': teacher}, tmp_path / 'teacher.pth')
+    out = tmp_path / 'student.pth'
+    argv = ['-opt', str(opt), '--teacher', str(tmp_path / 'teacher.pth'), '--out', str(out)]
+    assert shrink_main(argv) == 2
+    err = capsys.readouterr().err
+    assert 'no weight-selection rules for MSRResNet' in err and '`basicsr shrink --generic`' in err
+    assert not out.exists()
+    assert shrink_main(argv + ['--generic']) == 0
+    printed = capsys.readouterr().out
+    assert 'generic student:' in printed and 'body: teacher blocks [0] of 2' in printed
+    params = torch.load(out, weights_only=True)['params']
+    assert torch.equal(params['conv_first.weight'], teacher['conv_first.weight'][:4])
+    assert torch.equal(params['body.0.conv1.weight'], teacher['body.0.conv1.weight'][:4, :4])
+    assert torch.equal(params['upconv1.weight'], teacher['upconv1.weight'][:16, :4])  # 4 x 2^2 before the shuffle
+    assert torch.equal(params['conv_last.weight'], teacher['conv_last.weight'][:, :4])
 
 
 def test_swinir_upsamplers_of_different_kinds_keep_the_students_own():

@@ -1,4 +1,4 @@
-"""Trainable 1x1 convolutions that map student features to the teacher's channel count."""
+"""Trainable 1x1 convolutions that map student features to the teacher's channel count, checked on a probe."""
 from torch import nn
 
 
@@ -24,3 +24,39 @@ class FeatureAdapters(nn.Module):
     def forward(self, feats):
         """Map a list of student features (one per level) to the teacher's channels."""
         return [adapter(feat) for adapter, feat in zip(self.levels, feats)]
+
+
+def adapters_for_pairs(pairs, feats_s, feats_t, adapter='conv1x1', probe_side=None):
+    """Check the feature pairs on the features of one probe forward and build their adapters.
+
+    Args:
+        pairs (list[dict]): ``{student: NAME, teacher: NAME}`` of ``distill.features``.
+        feats_s (dict): Student features of the probe, by module name.
+        feats_t (dict): Teacher features of the probe, by module name.
+        adapter (str): 'conv1x1' (adapt where channels differ) | 'none' (channels must match). Default: 'conv1x1'.
+        probe_side (int | None): The probe's side, for the message. Default: None.
+
+    Raises:
+        OptionError: A module whose output is not one (B, C, H, W) tensor, levels of different resolution, or
+            channels that differ with ``adapter: none``.
+    """
+    import torch
+
+    from skd_basicsr.platform.errors import OptionError
+
+    channels_s, channels_t = [], []
+    for pair in pairs:
+        s, t = feats_s[pair['student']], feats_t[pair['teacher']]
+        where = f"distill.features {pair['student']} -> {pair['teacher']}"
+        if not (torch.is_tensor(s) and s.dim() == 4 and torch.is_tensor(t) and t.dim() == 4):
+            raise OptionError(f'{where}: both modules must output one (B, C, H, W) tensor.')
+        if s.shape[-2:] != t.shape[-2:]:
+            raise OptionError(f'{where}: spatial sizes differ (student {tuple(s.shape[-2:])}, teacher '
+                              f'{tuple(t.shape[-2:])} for a {probe_side}x{probe_side} input); pair levels of '
+                              'the same resolution.')
+        if s.shape[1] != t.shape[1] and adapter == 'none':
+            raise OptionError(f'{where}: channels differ (student {s.shape[1]}, teacher {t.shape[1]}) and '
+                              'distill.adapter is none; set `adapter: conv1x1` or pair levels of equal width.')
+        channels_s.append(s.shape[1])
+        channels_t.append(t.shape[1])
+    return FeatureAdapters(channels_s, channels_t)

@@ -6,8 +6,7 @@ from torch import nn
 from skd_basicsr.distill.feature_space import FEATURE_SPACES, VGG19FeatureSpace
 
 POSITIVES = ('teacher', 'gt', 'both')
-NEGATIVES = ('input', 'lagged', 'batch')  # where the negatives come from; SKDModel makes them (contrast_negatives)
-BOUNDS = ('none', 'positive')
+REDUCTIONS = ('mean', 'sum')
 
 
 @LOSS_REGISTRY.register()
@@ -23,17 +22,8 @@ class SKDContrastiveLoss(nn.Module):
     degraded input replaces the usual L1 between the two outputs. With several negatives the denominator is the
     mean of their distances.
 
-    Beyond the paper (candidates of the distillation study, issue 10; the defaults are the paper's reading):
-
-    * ``negatives``: which images are pushed away. 'input' is the degraded input (the paper). With a ratio and no
-      margin, that push moves the output along minus the noise and can overshoot into grain; published
-      contrastive distillation pushes away from restored images instead: 'lagged' is the output of a lagging
-      exponential moving average of the student on the same input (after DCKD, AAAI 2025), 'batch' the teacher's
-      output for another image of the batch (after CSD, IJCAI 2021). SKDModel makes them; called directly, the
-      loss takes whatever ``negative`` holds.
-    * ``bound: positive``: each negative distance is capped at the positive's own distance to that negative
-      (``min(d(a, n), d(p, n))``, the cap detached), so the push stops once the student is as far from the
-      negative as the teacher is: no overshoot, and no scale to tune.
+    Called on images (:meth:`forward`), the loss maps them into its feature space itself. SKDModel runs the
+    feature-space passes where its iteration lists them and calls :meth:`from_features`.
 
     Args:
         loss_weight (float): alpha3, weight of L_CL in the total loss. Default: 1.0.
@@ -47,16 +37,12 @@ class SKDContrastiveLoss(nn.Module):
         layer_weights (dict | None): {layer: weight} of the 'vgg19' space. Default: None (its defaults).
         vgg_weights (str | None): Path of a VGG19 state_dict for the 'vgg19' space. Default: None.
         eps (float): Keeps the ratio finite when anchor and negative coincide. Default: 1e-7.
-        negatives (list[str]): Any of 'input', 'lagged', 'batch' (see above). Default: ['input'].
-        bound (str): 'none' (the paper's ratio) | 'positive' (negative distances capped, see above).
-            Default: 'none'.
-        lag_decay (float): Decay of the lagging student average that makes the 'lagged' negative, in [0, 1)
-            (kept by SKDModel, updated after every step). Default: 0.99.
     """
 
+    negatives = ('input', )  # where the negatives come from: SKDModel makes them (SKDModel.contrast_negatives)
+
     def __init__(self, loss_weight=1.0, reduction='mean', feature_space='vgg19', positive='teacher',
-                 layer_weights=None, vgg_weights=None, eps=1e-7, negatives=('input', ), bound='none',
-                 lag_decay=0.99):
+                 layer_weights=None, vgg_weights=None, eps=1e-7):
         super().__init__()
         if isinstance(feature_space, str) and feature_space not in FEATURE_SPACES:
             raise ValueError(f'SKDContrastiveLoss: feature_space {feature_space!r} is not one of {FEATURE_SPACES}.')
@@ -65,45 +51,38 @@ class SKDContrastiveLoss(nn.Module):
                              'that space. Outside SKDModel, pass a TeacherFeatureSpace object.')
         if positive not in POSITIVES:
             raise ValueError(f'SKDContrastiveLoss: positive {positive!r} is not one of {POSITIVES}.')
-        if reduction not in ('mean', 'sum'):
-            raise ValueError(f"SKDContrastiveLoss: reduction {reduction!r} is not one of ('mean', 'sum').")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f'SKDContrastiveLoss: reduction {reduction!r} is not one of {REDUCTIONS}.')
         if eps <= 0:
             raise ValueError(f'SKDContrastiveLoss: eps must be > 0, got {eps}.')
-        negatives = [negatives] if isinstance(negatives, str) else list(negatives or [])
-        if not negatives or any(n not in NEGATIVES for n in negatives) or len(set(negatives)) != len(negatives):
-            raise ValueError(f'SKDContrastiveLoss: negatives {negatives!r} is not allowed: use a non-empty list of '
-                             f'distinct names among {NEGATIVES}.')
-        if bound not in BOUNDS:
-            raise ValueError(f'SKDContrastiveLoss: bound {bound!r} is not one of {BOUNDS}.')
-        if isinstance(lag_decay, bool) or not isinstance(lag_decay, (int, float)) or not 0 <= lag_decay < 1:
-            raise ValueError(f'SKDContrastiveLoss: lag_decay must be a number in [0, 1), got {lag_decay!r}.')
         self.space = VGG19FeatureSpace(layer_weights, vgg_weights) if feature_space == 'vgg19' else feature_space
         self.loss_weight = loss_weight
         self.reduction = reduction
         self.positive = positive
         self.eps = eps
-        self.negatives = tuple(negatives)
-        self.bound = bound
-        self.lag_decay = float(lag_decay)
+
+    def positives(self, target, gt=None):
+        """The positive images: the teacher's output ``target``, the ground truth ``gt``, or both."""
+        positives = {'teacher': [target], 'gt': [gt], 'both': [target, gt]}[self.positive]
+        if any(img is None for img in positives):
+            raise ValueError(f'SKDContrastiveLoss: positive {self.positive!r} needs the ground truth (gt).')
+        return positives
 
     def forward(self, pred, target, negative, gt=None, negative_feats=None):
         """
         Args:
             pred (Tensor): Anchor, the student's output (B, C, H, W); gradient flows back through it.
             target (Tensor): The teacher's output, the positive unless ``positive`` is 'gt'; no gradient.
-            negative (Tensor | list[Tensor]): The negative(s) at the output's size (SKDModel makes them, see
-                ``negatives``; for super-resolution the input is upsampled); no gradient.
+            negative (Tensor | list[Tensor]): The negative(s) at the output's size (for super-resolution the input
+                is upsampled); no gradient.
             gt (Tensor | None): The ground truth, needed when ``positive`` is 'gt' or 'both'. Default: None.
-            negative_feats (dict | list[dict | None] | None): Features of each negative already computed (in the
-                teacher feature space, the teacher's own taps from its forward on the input), to avoid a second
-                pass; None where they are not known. Default: None.
+            negative_feats (dict | list[dict | None] | None): Features of each negative already computed, to avoid
+                a second pass; None where they are not known. Default: None.
 
         Returns:
             Tensor: loss_weight * L_CL.
         """
-        positives = {'teacher': [target], 'gt': [gt], 'both': [target, gt]}[self.positive]
-        if any(img is None for img in positives):
-            raise ValueError(f'SKDContrastiveLoss: positive {self.positive!r} needs the ground truth (gt).')
+        positives = self.positives(target, gt)
         negatives = [negative] if torch.is_tensor(negative) else list(negative)
         if negative_feats is None or isinstance(negative_feats, dict):
             negative_feats = [negative_feats] + [None] * (len(negatives) - 1)
@@ -118,22 +97,27 @@ class SKDContrastiveLoss(nn.Module):
         with torch.no_grad():
             pos_feats = [self.space(img) for img in positives]
             neg_feats = [self.space(img) if feats is None else feats for img, feats in zip(negatives, negative_feats)]
+        return self.from_features(anchor_feats, pos_feats, neg_feats)
+
+    def from_features(self, anchor_feats, pos_feats, neg_feats):
+        """loss_weight * L_CL from features already in the space: ``{layer: feature}`` of the anchor (with
+        gradient), and lists of them for the positives and the negatives (without)."""
         loss = 0
         for layer, weight in self.space.layer_weights.items():
             anchor = anchor_feats[layer]
-            d_pos = sum(_l1_per_sample(anchor, feats[layer]) for feats in pos_feats) / len(pos_feats)
-            d_neg = 0
-            for feats in neg_feats:
-                d = _l1_per_sample(anchor, feats[layer])
-                if self.bound == 'positive':
-                    with torch.no_grad():
-                        cap = sum(_l1_per_sample(p[layer], feats[layer]) for p in pos_feats) / len(pos_feats)
-                    d = torch.minimum(d, cap)
-                d_neg = d_neg + d
+            d_pos = sum(l1_per_sample(anchor, feats[layer]) for feats in pos_feats) / len(pos_feats)
+            d_neg = sum(self.negative_distance(anchor, [p[layer] for p in pos_feats], feats[layer])
+                        for feats in neg_feats)
             loss = loss + weight * d_pos / (d_neg / len(neg_feats) + self.eps)
         loss = loss.mean() if self.reduction == 'mean' else loss.sum()
         return self.loss_weight * loss
 
+    def negative_distance(self, anchor, positives, negative):
+        """Per-sample distance of the anchor to one negative at one layer (``positives``: that layer's positive
+        features, for variants that bound the distance by them)."""
+        return l1_per_sample(anchor, negative)
 
-def _l1_per_sample(x, y):
+
+def l1_per_sample(x, y):
+    """Mean absolute difference per sample: (B, ...) -> (B,)."""
     return (x - y).abs().flatten(1).mean(1)

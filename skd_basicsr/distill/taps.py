@@ -52,7 +52,8 @@ class FeatureTaps:
         self._versions = {}
         self._recording = False
         self._wanted = None
-        self._handles = [modules[name].register_forward_hook(self._hook(name)) for name in self.names]
+        for name in self.names:  # registered for the network's lifetime, like the taps
+            modules[name].register_forward_hook(self._hook(name))
 
     def _hook(self, name):
 
@@ -115,7 +116,7 @@ class FeatureTaps:
                 out = net(x)
         return out, feats
 
-    def capture(self, net, x, names=None):
+    def capture(self, net, x, names):
         """Run ``net(x)`` only as far as needed to record ``names``, and return those features.
 
         The rest of the network is skipped, e.g. the decoder when only encoder features are wanted.
@@ -123,12 +124,12 @@ class FeatureTaps:
         Args:
             net (nn.Module): The network these taps are registered on (or its wrapper).
             x (Tensor): Input.
-            names (list[str] | None): A subset of :attr:`names`; all of them when None. Default: None.
+            names (list[str]): A subset of :attr:`names`.
 
         Returns:
             OrderedDict[str, Tensor]: The recorded features, by name.
         """
-        names = self.names if names is None else list(names)
+        names = list(names)
         missing = [name for name in names if name not in self.names]
         if missing:
             raise ValueError(f'{missing} are not tapped; tapped modules: {self.names}')
@@ -142,12 +143,6 @@ class FeatureTaps:
         finally:
             self._wanted = None
         return OrderedDict((name, feats[name]) for name in names)
-
-    def remove(self):
-        """Remove the hooks."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
 
 
 def describe_unknown_names(unknown, modules, label):

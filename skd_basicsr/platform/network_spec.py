@@ -17,6 +17,7 @@ from skd_basicsr.platform.errors import OptionError
 
 # how BasicSR's architectures name their input channels (Restormer, SwinIR / HAT, EDSR / RRDBNet, the older nets)
 IN_CHANNEL_KEYS = ('inp_channels', 'in_chans', 'num_in_ch', 'in_channels', 'in_nc')
+DEFAULT_IN_CHANNELS = 3  # colour, where neither the options nor the architecture's signature say
 WINDOW_KEY = 'window_size'
 # multiples that no option states: Restormer halves its input three times
 FIXED_MULTIPLES = {'Restormer': PAD_MULTIPLE}
@@ -53,15 +54,14 @@ class NetworkSpec:
         """Read the spec of ``net_opt`` (``network_g`` / ``network_t`` of an option file).
 
         Raises:
-            OptionError: When neither the options nor the architecture's defaults name the input channels.
+            OptionError: When ``net_opt`` has no type, or names input channels that are not a positive integer.
         """
         if not isinstance(net_opt, dict) or 'type' not in net_opt:
             raise OptionError(f'{where}: expected a mapping with a `type`, got {net_opt!r}.')
         known = dict(_arch_defaults(net_opt['type']), **net_opt)
-        channels = next((known[k] for k in IN_CHANNEL_KEYS if k in known), None)
+        channels = next((known[k] for k in IN_CHANNEL_KEYS if k in known), DEFAULT_IN_CHANNELS)
         if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-            raise OptionError(f'{where} ({net_opt["type"]}): cannot tell its input channels; name them with one of '
-                              f'{list(IN_CHANNEL_KEYS)}.')
+            raise OptionError(f'{where} ({net_opt["type"]}): input channels {channels!r} are not an integer >= 1.')
         multiple = FIXED_MULTIPLES.get(net_opt['type']) or int(known.get(WINDOW_KEY) or 1)
         return cls(net_opt['type'], int(channels), multiple)
 

@@ -6,7 +6,8 @@ The teacher, a small Restormer trained once until its held-out PSNR flattened, s
 the same number of iterations from the same seed in five ways (:data:`STUDENTS`): alone, alone from the teacher's
 selected weights, with output-L1 distillation, with the recommended setting and with the paper's form of SKD.
 All six networks are scored on the held-out photos. Each stage is an ordinary option file (written to OUT/options)
-run by ``train_pipeline``; ``benchmarks/kd_study.py`` trains the same variants on paired seeds.
+run by ``train_pipeline``; the distillation study (``benchmarks/kd_study.py``, its variants in
+``benchmarks/study/variants.py``) trains these and more on paired seeds.
 """
 import json
 import os
@@ -46,59 +47,22 @@ FEATURE_LOSS = {'type': 'SKDFeatureLoss', 'loss_weight': 0.1, 'mca_weight': 1.0,
 PAPER = {'feature_opt': FEATURE_LOSS,
          'contrast_opt': {'type': 'SKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher',
                           'positive': 'teacher'}}
-# Student variants: name -> Variant(what it adds to L1 to the ground truth, train options, the spatial MCA form of the
-# distilled levels at full resolution (None: no features distilled; 'exact', 'window' = 8 x 8 windows, 'tokens' =
-# pooled to 256 tokens), whether SKDModel runs it, the distilled levels). A name ending in _init starts from the
-# teacher's selected weights (basicsr shrink for SRModel, distill.init_from_teacher for SKDModel). In train options,
-# a distill_schedule given in fractions of the budget ({'warmup': 0.1, 'end': 0.5}) becomes iterations per run.
-Variant = namedtuple('Variant', 'what train form skd levels', defaults=(LEVELS, ))
-# the candidates of the study beyond the paper (issue 10), on the normalised L_GK: features divided by the teacher's
-# RMS at each level, mean over levels and branches (options of SKDFeatureLoss)
-GK_NORM = dict(FEATURE_LOSS, feature_norm='teacher_rms', level_reduction='mean')
-CL_RESTORED = {'type': 'SKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher', 'positive': 'teacher',
-               'negatives': ['lagged', 'batch'], 'bound': 'positive'}
-ENCODER = LEVELS[:4]
-DECODER = LEVELS[4:]
-VARIANTS = {
+# A student variant: what it adds to L1 to the ground truth, its train options, the spatial MCA form of the distilled
+# levels at full resolution (None: no features distilled; 'exact', 'window' = 8 x 8 windows, 'tokens' = pooled to 256
+# tokens), whether it distils (SKDModel, or `model`), the distilled levels, and whether it starts from the teacher's
+# selected weights (basicsr shrink for SRModel, distill.init_from_teacher for SKDModel; its name ends in _init). In
+# train options, a distill_schedule given in fractions of the budget ({'warmup': 0.1}) becomes iterations per run.
+# The distillation study (benchmarks/study/variants.py) trains these and its own on paired seeds.
+Variant = namedtuple('Variant', 'what train form skd levels init model', defaults=(LEVELS, False, 'SKDModel'))
+DEMO_VARIANTS = {
     'scratch': Variant('nothing', {}, None, False),
+    'scratch_init': Variant('nothing; initialised from the teacher', {}, None, False, init=True),
     'output_kd': Variant('L1 to the teacher output', OUTPUT_KD, None, True),
+    'output_kd_init': Variant('L1 to the teacher output; initialised from the teacher', OUTPUT_KD, None, True,
+                              init=True),
     'skd_paper': Variant('L_GK (8 levels, 3 branches, exact spatial) + L_CL (teacher space), alpha2 = alpha3 = 0.1',
                          PAPER, 'exact', True),
-    'gk': Variant('L_GK (8 levels, 3 branches, 8x8 spatial windows at full resolution), alpha2 = 0.1',
-                  {'feature_opt': FEATURE_LOSS}, 'window', True),
-    'gk_kd': Variant('L_GK as gk + L1 to the teacher output', dict(OUTPUT_KD, feature_opt=FEATURE_LOSS), 'window',
-                     True),
-    'gkn_kd': Variant('normalised L_GK (teacher RMS, mean over levels and branches; windows), alpha2 = 0.1 + L1 to '
-                      'the teacher output', dict(OUTPUT_KD, feature_opt=GK_NORM), 'window', True),
-    'gkn_kd_weak': Variant('gkn_kd with alpha2 = 0.02', dict(OUTPUT_KD, feature_opt=dict(GK_NORM, loss_weight=0.02)),
-                           'window', True),
-    'gkn_kd_exact': Variant('gkn_kd with the exact global spatial branch', dict(OUTPUT_KD, feature_opt=GK_NORM),
-                            'exact', True),
-    'gkn_kd_tokens': Variant('gkn_kd with the spatial branch on 256 pooled tokens at full resolution',
-                             dict(OUTPUT_KD, feature_opt=GK_NORM), 'tokens', True),
-    'gkn_kd_cosine': Variant('gkn_kd with cosine channel affinities',
-                             dict(OUTPUT_KD, feature_opt=dict(GK_NORM, channel_affinity='cosine')), 'window', True),
-    'gkn_kd_encoder': Variant('gkn_kd on the encoder levels and the latent only', dict(OUTPUT_KD, feature_opt=GK_NORM),
-                              'window', True, ENCODER),
-    'gkn_kd_decoder': Variant('gkn_kd on the decoder levels and the refinement only',
-                              dict(OUTPUT_KD, feature_opt=GK_NORM), 'window', True, DECODER),
-    'gkn_kd_warmup': Variant('gkn_kd with alpha2 warmed up over the first 10% of iterations',
-                             dict(OUTPUT_KD, feature_opt=GK_NORM, distill_schedule={'warmup': 0.1}), 'window', True),
-    'gkn_kd_decay': Variant('gkn_kd with alpha2 decayed linearly to 0 at half the iterations',
-                            dict(OUTPUT_KD, feature_opt=GK_NORM, distill_schedule={'end': 0.5}), 'window', True),
-    'cl_kd': Variant('L_CL with restored negatives (lagged student average, another image of the batch) and the '
-                     'bound, alpha3 = 0.1 + L1 to the teacher output', dict(OUTPUT_KD, contrast_opt=CL_RESTORED), None,
-                     True),
-    'cl_input_kd': Variant('L_CL with the input as negative and the bound, alpha3 = 0.1 + L1 to the teacher output',
-                           dict(OUTPUT_KD, contrast_opt=dict(CL_RESTORED, negatives=['input'])), None, True),
-    'skd_fixed': Variant('normalised L_GK (as gkn_kd) + L_CL (as cl_kd) + L1 to the teacher output',
-                         dict(OUTPUT_KD, feature_opt=GK_NORM, contrast_opt=CL_RESTORED), 'window', True),
-    'skd_fixed_decay': Variant('skd_fixed with alpha2 and alpha3 decayed linearly to 0 at half the iterations',
-                               dict(OUTPUT_KD, feature_opt=GK_NORM, contrast_opt=CL_RESTORED,
-                                    distill_schedule={'end': 0.5}), 'window', True),
 }
-VARIANTS.update({f'{name}_init': v._replace(what=f'{v.what}; initialised from the teacher')
-                 for name, v in list(VARIANTS.items())})
 # what the demo trains: results.json key -> variant. `skd` is the project's recommended setting, the best of the
 # paired-seed study (docs/kd_study.md): today the teacher's selected weights plus output-KD, because every SKD
 # feature term measured so far costs PSNR on top of that start
@@ -160,10 +124,10 @@ def teacher_options(folders, iters):
 
 
 def student_options(variant, name, folders, budget, teacher_weights, init_weights=None, seed=0):
-    """The option dict of one student run of ``variant`` (a key of :data:`VARIANTS`).
+    """The option dict of one student run of ``variant`` (a :class:`Variant`, e.g. ``DEMO_VARIANTS['skd_paper']``).
 
     Args:
-        variant (str): The variant.
+        variant (Variant): The variant.
         name (str): Experiment name.
         folders (dict): Photo folders from :func:`write_photos`.
         budget (dict): ``iter``, ``gt_size``, ``batch``.
@@ -173,24 +137,22 @@ def student_options(variant, name, folders, budget, teacher_weights, init_weight
         seed (int): ``manual_seed``: the student's random initialisation, the batches and the noise. Default: 0.
     """
     opt = stage_options(name, folders, budget, STUDENT, seed=seed)
-    _, train, form, skd, levels = VARIANTS[variant]
-    init = variant.endswith('_init')
-    if not skd:
-        opt['path']['pretrain_network_g'] = init_weights if init else None
+    if not variant.skd:
+        opt['path']['pretrain_network_g'] = init_weights if variant.init else None
         return opt
-    opt['model_type'] = 'SKDModel'
+    opt['model_type'] = variant.model
     opt['network_t'] = deepcopy(TEACHER)
     opt['path'].update({'pretrain_network_t': teacher_weights, 'param_key_t': 'params', 'strict_load_t': True})
-    opt['train'].update(deepcopy(train))
+    opt['train'].update(deepcopy(variant.train))
     schedule = opt['train'].pop('distill_schedule', None)
     if schedule:  # fractions of the budget -> iterations
         opt['train']['distill_schedule'] = {f'{key}_iter': max(1, round(fraction * budget['iter']))
                                             for key, fraction in schedule.items()}
-    opt['distill'] = {'init_from_teacher': init}
-    if form:
-        cheap = {'window': {'spatial_window': 8}, 'tokens': {'spatial_tokens': 256}, 'exact': {}}[form]
+    opt['distill'] = {'init_from_teacher': variant.init}
+    if variant.form:
+        cheap = {'window': {'spatial_window': 8}, 'tokens': {'spatial_tokens': 256}, 'exact': {}}[variant.form]
         opt['distill']['features'] = [dict({'student': level, 'teacher': level}, **(
-            cheap if level in FULL_RESOLUTION else {})) for level in levels]
+            cheap if level in FULL_RESOLUTION else {})) for level in variant.levels]
     return opt
 
 
@@ -341,8 +303,8 @@ def results_table(results, noisy_input_psnr, budget):
               'per image; PSNR/SSIM on RGB, no border crop.',
               f'Teacher: {run["teacher"]}. Each student {budget["student_iter"]} iterations from the same seed, '
               f'patches {budget["gt_size"]}, batch {budget["batch"]}; {run["minutes"]:.1f} min in all.',
-              f'Recommended (key skd) is `{STUDENTS["skd"]}`: {VARIANTS[STUDENTS["skd"]][0]}. SKD (paper): '
-              f'{VARIANTS["skd_paper"][0]}.',
+              f'Recommended (key skd) is `{STUDENTS["skd"]}`: {DEMO_VARIANTS[STUDENTS["skd"]].what}. SKD (paper): '
+              f'{DEMO_VARIANTS["skd_paper"].what}.',
               f'Teacher - scratch gap: {gap:.2f} dB; closed by ' + ', '.join(
                   f'{LABELS[key]} {closed[key]:.0%}' for key in STUDENTS if key != 'scratch') + '.',
               'MACs: thop at 256x256 (convolutions; attention matmuls not counted); latency: median CPU forward.']
@@ -400,8 +362,8 @@ def run(args):
     for i, (key, variant) in enumerate(STUDENTS.items(), start=2):
         stage(i, f'{LABELS[key]} student ({variant}), {budget["student_iter"]} iterations')
         began = time.time()
-        opt = student_options(variant, f'demo_student_{key}', folders, student_budget, weights['teacher'],
-                              init_weights)
+        opt = student_options(DEMO_VARIANTS[variant], f'demo_student_{key}', folders, student_budget,
+                              weights['teacher'], init_weights)
         weights[key] = run_stage(opt, out)
         minutes[key] = round((time.time() - began) / 60, 2)
 

@@ -2,7 +2,8 @@
 
 Builds network_g of the option file, selects its weights from the teacher checkpoint
 (:func:`skd_basicsr.distill.weight_selection.select_weights`: evenly spaced blocks, leading channels of each head,
-gate half and concatenated part) and writes ``{'params': state}``, which loads with ``strict_load_g: true``.
+gate half and concatenated part) and writes ``{'params': state}``, which loads with ``strict_load_g: true``. A
+network without rules of its own is refused unless ``--generic`` asks for the plain leading slice.
 """
 import sys
 from os import path as osp
@@ -19,6 +20,10 @@ def build_parser():
     parser.add_argument('--strict', action='store_true',
                         help='refuse teacher tensors the student has no place for (outside dropped blocks) instead of '
                         'listing them')
+    parser.add_argument('--generic', action='store_true',
+                        help='for a network without weight-selection rules of its own, take the plain leading slice '
+                        'of every teacher tensor instead of refusing; it scrambles attention heads and gated layers '
+                        '(a family with rules keeps them)')
     parser.add_argument('--out', required=True, help='student checkpoint to write; must not exist')
     return parser
 
@@ -39,7 +44,7 @@ def run(args):
         raise OptionError(f'--out {args.out} exists; remove it or choose another name.')
     student = build_network_from_options(network_from_file(args.opt)[0])
     teacher = read_weights(args.teacher, args.param_key or None, key_option='--param_key')
-    state, report = select_weights(teacher, student, strict=args.strict)
+    state, report = select_weights(teacher, student, strict=args.strict, generic=args.generic)
     student.load_state_dict(state, strict=True)  # what pretrain_network_g with strict_load_g will do
     atomic_torch_save({'params': state}, args.out)
     print('\n'.join(report.lines()))

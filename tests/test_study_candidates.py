@@ -1,5 +1,6 @@
-"""The distillation study's candidate options beyond the paper (issue 10): L_CL's negatives and bound, and
-``train.distill_schedule``."""
+"""The distillation study's candidate options beyond the paper (issue 10), which live in benchmarks/study: L_CL's
+negatives and bound (StudySKDContrastiveLoss), ``train.distill_schedule`` and the restored negatives (StudySKDModel);
+and the product's refusal of them."""
 import os
 
 import pytest
@@ -7,9 +8,11 @@ import torch
 
 import skd_basicsr  # noqa: F401
 from basicsr.models import build_model
-from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.distill import SKDContrastiveLoss
-from skd_basicsr.distill.distill_schedule import DistillSchedule
+from skd_basicsr.platform.errors import OptionError
+
+from benchmarks.study.contrastive_loss import StudySKDContrastiveLoss
+from benchmarks.study.distill_schedule import DistillSchedule
 
 from helpers import noisy_batch, skd_model_opt
 
@@ -37,7 +40,7 @@ def images(seed=0, count=4):
 # ---------------------------------------------------------------------------------------------------------------
 def test_several_negatives_take_the_mean_of_their_distances():
     anchor, positive, neg1, neg2 = images()
-    loss = SKDContrastiveLoss(feature_space=PixelSpace(), negatives=['input', 'batch'], eps=1e-7)
+    loss = StudySKDContrastiveLoss(feature_space=PixelSpace(), negatives=['input', 'batch'], eps=1e-7)
     expected = (l1(anchor, positive) / ((l1(anchor, neg1) + l1(anchor, neg2)) / 2 + 1e-7)).mean()
     torch.testing.assert_close(loss(anchor, positive, [neg1, neg2]), expected)
     # one negative given as a tensor is the paper's form
@@ -51,7 +54,7 @@ def test_bound_caps_each_negative_distance_at_the_positives_and_stops_the_push()
     negative = torch.full((1, 3, 4, 4), 0.7)  # d(positive, negative) = 0.2
     far = torch.full((1, 3, 4, 4), 0.1, requires_grad=True)  # d(anchor, positive) = 0.4, d(anchor, negative) = 0.6
     near = torch.full((1, 3, 4, 4), 0.6, requires_grad=True)  # d(anchor, negative) = 0.1 < the cap
-    bounded = SKDContrastiveLoss(feature_space=PixelSpace(), bound='positive', eps=1e-9)
+    bounded = StudySKDContrastiveLoss(feature_space=PixelSpace(), bound='positive', eps=1e-9)
     ratio = SKDContrastiveLoss(feature_space=PixelSpace(), eps=1e-9)
     torch.testing.assert_close(bounded(far, positive, negative), torch.tensor(0.4 / 0.2))
     torch.testing.assert_close(ratio(far, positive, negative), torch.tensor(0.4 / 0.6))
@@ -75,20 +78,26 @@ def test_bound_caps_each_negative_distance_at_the_positives_and_stops_the_push()
 ])
 def test_contrast_options_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        SKDContrastiveLoss(feature_space=PixelSpace(), **kwargs)
+        StudySKDContrastiveLoss(feature_space=PixelSpace(), **kwargs)
 
 
 def test_negative_feats_must_match_the_negatives():
     anchor, positive, neg1, neg2 = images()
-    loss = SKDContrastiveLoss(feature_space=PixelSpace(), negatives=['input', 'batch'])
+    loss = StudySKDContrastiveLoss(feature_space=PixelSpace(), negatives=['input', 'batch'])
     with pytest.raises(ValueError, match=r'2 negative\(s\) but 3 entries of negative_feats'):
         loss(anchor, positive, [neg1, neg2], negative_feats=[None, None, None])
 
 
-def contrast_model(tmp_path, **contrast):
+def study_opt(tmp_path, **contrast):
+    """The tiny SKD options run by the study's model and contrastive loss, with ``contrast`` options."""
     opt = skd_model_opt(tmp_path)
-    opt['train']['contrast_opt'].update(contrast)
-    return build_model(opt)
+    opt['model_type'] = 'StudySKDModel'
+    opt['train']['contrast_opt'].update(contrast, type='StudySKDContrastiveLoss')
+    return opt
+
+
+def contrast_model(tmp_path, **contrast):
+    return build_model(study_opt(tmp_path, **contrast))
 
 
 def test_batch_negative_is_the_teachers_output_for_another_image(tmp_path):
@@ -127,8 +136,7 @@ def test_lagged_negative_follows_the_student_with_its_decay(tmp_path):
 
 @pytest.mark.parametrize('negatives', [['lagged', 'batch'], ['batch']])
 def test_batch_negative_needs_two_images_per_batch(tmp_path, negatives):
-    opt = skd_model_opt(tmp_path)
-    opt['train']['contrast_opt'].update(negatives=negatives)
+    opt = study_opt(tmp_path, negatives=negatives)
     opt['datasets']['train']['batch_size_per_gpu'] = 1
     with pytest.raises(OptionError, match=r'negatives: batch takes another image of the batch, but '
                                           r'datasets.train.batch_size_per_gpu is 1'):
@@ -168,7 +176,7 @@ def logged_terms(model, current_iter):
 
 
 def test_schedule_scales_l_gk_and_l_cl_and_stops_computing_them(tmp_path):
-    opt = skd_model_opt(tmp_path)
+    opt = study_opt(tmp_path)
     opt['train']['distill_schedule'] = {'warmup_iter': 4, 'end_iter': 8}
     model = build_model(opt)
     opt_constant = skd_model_opt(tmp_path / 'constant')
@@ -184,19 +192,54 @@ def test_schedule_scales_l_gk_and_l_cl_and_stops_computing_them(tmp_path):
 
     calls = []
     model.cri_feat.register_forward_pre_hook(lambda *a: calls.append('feat'))
-    model.cri_contrast.register_forward_pre_hook(lambda *a: calls.append('contrast'))
+    from_features, space = model.cri_contrast.from_features, model.contrast_space
+    model.cri_contrast.from_features = lambda *a: calls.append('contrast') or from_features(*a)
+    model.contrast_space = lambda img: calls.append('space') or space(img)
     ended = logged_terms(model, 8)
     assert ended['distill_scale'] == 0 and ended['l_gk'] == 0 and ended['l_cl'] == 0
     assert calls == []  # not computed at all once the factor is 0
     logged_terms(model, 7)
-    assert calls == ['feat', 'contrast']
+    assert calls == ['space', 'space', 'feat', 'contrast']  # passes 3 and 4 (the input's features are recorded)
 
 
 def test_schedule_without_a_distillation_term_is_refused(tmp_path):
-    opt = skd_model_opt(tmp_path)
+    opt = study_opt(tmp_path)
     del opt['train']['feature_opt'], opt['train']['contrast_opt'], opt['distill']['features']
     opt['train']['output_opt'] = {'type': 'L1Loss', 'loss_weight': 1.0}
     opt['train']['distill_schedule'] = {'end_iter': 10}
     with pytest.raises(OptionError, match=r'distill_schedule scales feature_opt and contrast_opt, but neither is '
                                           r'set'):
         build_model(opt)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the product refuses the study's options, saying where they live
+# ---------------------------------------------------------------------------------------------------------------
+def test_the_product_refuses_the_studys_schedule_naming_its_model(tmp_path):
+    opt = skd_model_opt(tmp_path)
+    opt['train']['distill_schedule'] = {'end_iter': 10}
+    with pytest.raises(OptionError, match=r'train.distill_schedule is an option of the distillation study '
+                                          r'\(benchmarks/study, model_type: StudySKDModel\), not of SKDModel'):
+        build_model(opt)
+
+
+@pytest.mark.parametrize('option, value', [('negatives', ['batch']), ('bound', 'positive'), ('lag_decay', 0.9)])
+def test_the_product_contrastive_loss_refuses_the_studys_options(tmp_path, option, value):
+    opt = skd_model_opt(tmp_path)
+    opt['train']['contrast_opt'][option] = value
+    with pytest.raises(OptionError, match=rf"train.contrast_opt: unknown option\(s\) '{option}'.*{option} is an "
+                                          r'option of the distillation study \(benchmarks/study, '
+                                          r'StudySKDContrastiveLoss\)'):
+        build_model(opt)
+
+
+def test_the_study_model_with_the_products_options_is_the_product(tmp_path):
+    """StudySKDModel changes nothing where the study's options are not set: the same loss terms on one batch."""
+    product = build_model(skd_model_opt(tmp_path / 'product'))
+    opt = skd_model_opt(tmp_path / 'study')
+    opt['model_type'] = 'StudySKDModel'
+    study = build_model(opt)
+    study.net_g.load_state_dict(product.net_g.state_dict())
+    study.adapters.load_state_dict(product.adapters.state_dict())
+    assert logged_terms(study, 1) == pytest.approx(logged_terms(product, 1), rel=1e-6)
+    assert study.net_lag is None

@@ -1,6 +1,6 @@
 """``train.distill_schedule``: a factor on the distillation terms (alpha2 L_GK and alpha3 L_CL) over the iterations.
 
-A candidate of the distillation study (issue 10). The paper keeps alpha2 and alpha3 constant. Two readings of when
+A candidate of the distillation study (issue 10), taken by StudySKDModel. The paper keeps alpha2 and alpha3 constant. Two readings of when
 feature distillation should act are offered here:
 
 * a warm-up, so that the freshly built adapters (and a student far from the teacher) are not pulled hard at once;
@@ -16,7 +16,7 @@ Options (all iterations are BasicSR's ``current_iter``, which starts at 1)::
         end_iter: 600      # ... and reaches 0 here; from then on the terms are not computed at all (default: none)
 
 The factor multiplies ``loss_weight`` of ``feature_opt`` and ``contrast_opt``; ``output_opt`` (output KD) and the
-pixel loss are not scheduled. SKDModel logs it as ``distill_scale``.
+pixel loss are not scheduled. StudySKDModel logs it as ``distill_scale``.
 """
 import numbers
 

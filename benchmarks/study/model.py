@@ -1,0 +1,105 @@
+"""StudySKDModel: SKDModel with the study's candidates (issue 10) that the product does not take.
+
+* ``train.distill_schedule`` (:mod:`benchmarks.study.distill_schedule`): a factor on alpha2 and alpha3 over the
+  iterations, logged as ``distill_scale``;
+* L_CL's restored negatives (``contrast_opt.type: StudySKDContrastiveLoss``, ``negatives``): ``lagged``, the output
+  of a lagging average of the student, kept here with decay ``contrast_opt.lag_decay`` and not saved (a resumed run
+  restarts it from the resumed student); ``batch``, the teacher's output for another image of the batch.
+"""
+from copy import deepcopy
+
+import torch
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from skd_basicsr.distill.skd_model import SKDModel
+from skd_basicsr.platform.errors import OptionError
+
+from benchmarks.study.distill_schedule import DistillSchedule
+
+
+@MODEL_REGISTRY.register()
+class StudySKDModel(SKDModel):
+    """:class:`SKDModel` with ``train.distill_schedule`` and the ``lagged`` and ``batch`` negatives of L_CL."""
+
+    study_train_options = ()
+
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        self.distill_schedule = DistillSchedule.from_options(train_opt.get('distill_schedule'))
+        if not self.distill_schedule.constant and not (train_opt.get('feature_opt') or train_opt.get('contrast_opt')):
+            raise OptionError('train.distill_schedule scales feature_opt and contrast_opt, but neither is set; remove '
+                              'the schedule or add a distillation term.')
+        super().init_training_settings()
+        self.check_batch_negative()
+        self.net_lag = self.build_lagged_student()
+
+    def check_batch_negative(self):
+        """L_CL's ``batch`` negative takes another image of the batch: refuse a batch of one before training."""
+        if 'batch' not in self.negative_names():
+            return
+        batch = self.opt.get('datasets', {}).get('train', {}).get('batch_size_per_gpu')
+        if batch is not None and batch < 2:
+            raise OptionError('train.contrast_opt.negatives: batch takes another image of the batch, but '
+                              f'datasets.train.batch_size_per_gpu is {batch}; use 2 or more, or drop batch.')
+
+    def negative_names(self):
+        return self.cri_contrast.negatives if self.cri_contrast else ()
+
+    def build_lagged_student(self):
+        """The lagging average of the student that makes L_CL's ``lagged`` negative, or None when it is not used.
+
+        A frozen copy of the student as it starts (after ``init_from_teacher`` or the resumed weights), moved
+        towards the student after every step (:meth:`after_step`).
+        """
+        if 'lagged' not in self.negative_names():
+            return None
+        net_lag = deepcopy(self.get_bare_model(self.net_g))
+        net_lag.eval()
+        net_lag.requires_grad_(False)
+        return net_lag
+
+    @torch.no_grad()
+    def after_step(self):
+        """Move the lagging student towards the student (once per step)."""
+        if self.net_lag is None:
+            return
+        decay = self.cri_contrast.lag_decay
+        net_g = self.get_bare_model(self.net_g)
+        for lagged, current in zip(self.net_lag.parameters(), net_g.parameters()):
+            lagged.lerp_(current.detach(), 1 - decay)
+        for lagged, current in zip(self.net_lag.buffers(), net_g.buffers()):
+            lagged.copy_(current)
+
+    def distill_scale(self, current_iter):
+        return self.distill_schedule(current_iter)
+
+    def loss_terms(self, feats_s, feats_t, contrast=None, scale=1.0):
+        terms = super().loss_terms(feats_s, feats_t, contrast, scale)
+        if not self.distill_schedule.constant:
+            terms.append(('distill_scale', self.output.new_tensor(float(scale)), False))
+        return terms
+
+    def contrast_negatives(self, feats_t):
+        """The negatives of ``contrast_opt.negatives``, in that order.
+
+        * ``input``: the product's (:meth:`SKDModel.contrast_negatives`);
+        * ``lagged``: the lagging student average's output on the input (one more student forward, no gradient);
+        * ``batch``: the teacher's output for the next image of the batch (rolled by one), a restored image of other
+          content.
+        """
+        negatives, feats = [], []
+        for name in self.negative_names():
+            if name == 'input':
+                images, recorded = super().contrast_negatives(feats_t)
+                negatives += images
+                feats += recorded
+                continue
+            with torch.no_grad():
+                if name == 'lagged':
+                    negatives.append(self.net_lag(self.lq))
+                else:
+                    if self.output_t.shape[0] < 2:
+                        raise ValueError('train.contrast_opt.negatives: batch needs at least 2 images per batch.')
+                    negatives.append(self.output_t.roll(1, dims=0))
+            feats.append(None)
+        return negatives, feats

@@ -1,0 +1,61 @@
+"""The student variants of the distillation study: the demo's five and the candidates beyond the paper (issue 10).
+
+Every variant trains the demo's student (:data:`skd_basicsr.tools.demo.STUDENT`) on the demo's photos; its option
+file is written by :func:`skd_basicsr.tools.demo.student_options`. Candidates that need options the product does not
+take run as ``StudySKDModel`` with ``StudySKDFeatureLoss`` / ``StudySKDContrastiveLoss`` (this package). A name
+ending in ``_init`` starts from the teacher's selected weights.
+"""
+from skd_basicsr.tools.demo import DEMO_VARIANTS, FEATURE_LOSS, LEVELS, OUTPUT_KD, Variant
+
+# the normalised L_GK: features divided by the teacher's RMS at each level, mean over levels and branches
+GK_NORM = dict(FEATURE_LOSS, type='StudySKDFeatureLoss', feature_norm='teacher_rms', level_reduction='mean')
+# L_CL with restored negatives and the bound
+CL_RESTORED = {'type': 'StudySKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher',
+               'positive': 'teacher', 'negatives': ['lagged', 'batch'], 'bound': 'positive'}
+ENCODER = LEVELS[:4]
+DECODER = LEVELS[4:]
+STUDY = 'StudySKDModel'
+
+CANDIDATES = {
+    'gk': Variant('L_GK (8 levels, 3 branches, 8x8 spatial windows at full resolution), alpha2 = 0.1',
+                  {'feature_opt': FEATURE_LOSS}, 'window', True),
+    'gk_kd': Variant('L_GK as gk + L1 to the teacher output', dict(OUTPUT_KD, feature_opt=FEATURE_LOSS), 'window',
+                     True),
+    'gkn_kd': Variant('normalised L_GK (teacher RMS, mean over levels and branches; windows), alpha2 = 0.1 + L1 to '
+                      'the teacher output', dict(OUTPUT_KD, feature_opt=GK_NORM), 'window', True),
+    'gkn_kd_weak': Variant('gkn_kd with alpha2 = 0.02', dict(OUTPUT_KD, feature_opt=dict(GK_NORM, loss_weight=0.02)),
+                           'window', True),
+    'gkn_kd_exact': Variant('gkn_kd with the exact global spatial branch', dict(OUTPUT_KD, feature_opt=GK_NORM),
+                            'exact', True),
+    'gkn_kd_tokens': Variant('gkn_kd with the spatial branch on 256 pooled tokens at full resolution',
+                             dict(OUTPUT_KD, feature_opt=GK_NORM), 'tokens', True),
+    'gkn_kd_cosine': Variant('gkn_kd with cosine channel affinities',
+                             dict(OUTPUT_KD, feature_opt=dict(GK_NORM, channel_affinity='cosine')), 'window', True),
+    'gkn_kd_encoder': Variant('gkn_kd on the encoder levels and the latent only', dict(OUTPUT_KD, feature_opt=GK_NORM),
+                              'window', True, ENCODER),
+    'gkn_kd_decoder': Variant('gkn_kd on the decoder levels and the refinement only',
+                              dict(OUTPUT_KD, feature_opt=GK_NORM), 'window', True, DECODER),
+    'gkn_kd_warmup': Variant('gkn_kd with alpha2 warmed up over the first 10% of iterations',
+                             dict(OUTPUT_KD, feature_opt=GK_NORM, distill_schedule={'warmup': 0.1}), 'window', True,
+                             model=STUDY),
+    'gkn_kd_decay': Variant('gkn_kd with alpha2 decayed linearly to 0 at half the iterations',
+                            dict(OUTPUT_KD, feature_opt=GK_NORM, distill_schedule={'end': 0.5}), 'window', True,
+                            model=STUDY),
+    'cl_kd': Variant('L_CL with restored negatives (lagged student average, another image of the batch) and the '
+                     'bound, alpha3 = 0.1 + L1 to the teacher output', dict(OUTPUT_KD, contrast_opt=CL_RESTORED), None,
+                     True, model=STUDY),
+    'cl_input_kd': Variant('L_CL with the input as negative and the bound, alpha3 = 0.1 + L1 to the teacher output',
+                           dict(OUTPUT_KD, contrast_opt=dict(CL_RESTORED, negatives=['input'])), None, True,
+                           model=STUDY),
+    'skd_fixed': Variant('normalised L_GK (as gkn_kd) + L_CL (as cl_kd) + L1 to the teacher output',
+                         dict(OUTPUT_KD, feature_opt=GK_NORM, contrast_opt=CL_RESTORED), 'window', True, model=STUDY),
+    'skd_fixed_decay': Variant('skd_fixed with alpha2 and alpha3 decayed linearly to 0 at half the iterations',
+                               dict(OUTPUT_KD, feature_opt=GK_NORM, contrast_opt=CL_RESTORED,
+                                    distill_schedule={'end': 0.5}), 'window', True, model=STUDY),
+}
+CANDIDATES['skd_paper_init'] = DEMO_VARIANTS['skd_paper']._replace(
+    what=f'{DEMO_VARIANTS["skd_paper"].what}; initialised from the teacher', init=True)
+CANDIDATES.update({f'{name}_init': v._replace(what=f'{v.what}; initialised from the teacher', init=True)
+                   for name, v in list(CANDIDATES.items()) if not name.endswith('_init')})
+# name -> Variant: the demo's five first, then the candidates
+VARIANTS = dict(DEMO_VARIANTS, **CANDIDATES)
