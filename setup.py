@@ -14,7 +14,7 @@ setup(
     # --no-build-isolation (scripts/install.sh does), or pip downloads a second torch just to build it.
     # torch 2.5: torch.serialization.safe_globals (the context manager checkpoint.py reads training states under)
     # appeared in 2.5, after add_safe_globals in 2.4; torch.nn.attention.sdpa_kernel with a list of backends (the
-    # SDPA backend choice of skd_loss.py) is older, 2.3. So 2.5 is the first release that has both.
+    # SDPA backend choice of distill/attention.py) is older, 2.3. So 2.5 is the first release that has both.
     install_requires=['torch>=2.5', 'torchvision', 'basicsr==1.4.2', 'opencv-python', 'lmdb', 'pyyaml', 'thop'],
     extras_require={'test': ['pytest'], 'deploy': ['onnx', 'onnxruntime']},
     entry_points={'console_scripts': ['basicsr=skd_basicsr.cli:main']},

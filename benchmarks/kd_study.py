@@ -8,9 +8,10 @@ variants on seed k is a paired difference. The study reports, per variant, the m
 ``scratch`` and to ``scratch_init`` (where those ran), with its standard deviation over the seeds.
 
 Variants (``--variants``; ``--list`` prints them) are those of :mod:`benchmarks.study.variants`: the five of
-``basicsr demo``, so that a setting the study recommends is the one the demo runs, and the candidates beyond them. A name ending in ``_init`` starts the student from
-the teacher by weight selection (``basicsr shrink`` for the plain students, ``distill.init_from_teacher`` for the
-distilled ones); the others start from the seed's random initialisation.
+``basicsr demo``, so that a setting the study recommends is the one the demo runs, and the candidates beyond them.
+A name ending in ``_init`` starts the student from the teacher by weight selection (``basicsr shrink`` for the
+plain students, ``distill.init_from_teacher`` for the distilled ones); the others start from the seed's random
+initialisation.
 
 Each finished run leaves ``OUT/runs/<variant>_s<seed>.json``; a run whose file exists is not trained again, so an
 interrupted study continues where it stopped. ``--report FILE`` writes the markdown table of everything scored.
@@ -68,8 +69,8 @@ def run(variant, seed, args, folders, init_weights):
             return json.load(f)
     if args.no_train or STOPPING:
         return None
-    opt = student_options(VARIANTS[variant], f'study_{variant}_s{seed}', folders, dict(BUDGETS['full'], iter=args.iters),
-                          args.teacher, init_weights, seed=seed)
+    opt = student_options(VARIANTS[variant], f'study_{variant}_s{seed}', folders,
+                          dict(BUDGETS['full'], iter=args.iters), args.teacher, init_weights, seed=seed)
     opt['num_gpu'] = args.num_gpu
     opt['datasets']['train']['num_worker_per_gpu'] = args.workers
     opt_path = osp.join(args.out, 'options', f'{opt["name"]}.yml')

@@ -1,6 +1,6 @@
-"""Gradient accumulation (train.accum_iter, skd_basicsr/platform/accumulation.py): N micro-batches of B make the step one
-batch of N x B makes, for SRModel and SKDModel; one optimizer step, one EMA update, one set of logs per iteration;
-progressive crops and mixing per micro-batch; the loader delivers every micro-batch; resume keeps it."""
+"""Gradient accumulation (train.accum_iter, skd_basicsr/platform/accumulation.py): N micro-batches of B make the
+step one batch of N x B makes, for SRModel and SKDModel; one optimizer step, one EMA update, one set of logs per
+iteration; progressive crops and mixing per micro-batch; the loader delivers every micro-batch; resume keeps it."""
 import copy
 from collections import OrderedDict
 

@@ -1,4 +1,5 @@
-"""Each shim in skd_basicsr/platform/compat.py, checked against the unmodified basicsr 1.4.2 and the libraries it patches."""
+"""Each shim in skd_basicsr/platform/compat.py, checked against the unmodified basicsr 1.4.2 and the libraries it
+patches."""
 import os
 import subprocess
 import sys

@@ -13,7 +13,7 @@ from helpers import run_cli
 
 
 def test_quick_demo_writes_results_table_and_figure(tmp_path):
-    from skd_basicsr.tools.demo import STUDENTS, TEACHER_WEIGHTS, VARIANTS
+    from skd_basicsr.tools.demo import DEMO_VARIANTS, STUDENTS, TEACHER_WEIGHTS
 
     proc = run_cli(['demo', '--quick', '--out', 'out'], cwd=tmp_path, env={'OMP_NUM_THREADS': '2'})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -44,8 +44,8 @@ def test_quick_demo_writes_results_table_and_figure(tmp_path):
         assert len(logs) == 1, name
         text = logs[0].read_text()
         assert f'name: {name}' in text and 'End of training' in text
-        assert ('l_gk' in text) == ('feature_opt' in VARIANTS[variant][1]), name
+        assert ('l_gk' in text) == ('feature_opt' in DEMO_VARIANTS[variant].train), name
         assert ('initialised from network_t by weight selection' in text) == (
-            variant.endswith('_init') and VARIANTS[variant][3]), name
+            DEMO_VARIANTS[variant].init and DEMO_VARIANTS[variant].skd), name
     figure = cv2.imread(str(out / 'comparison.png'))
     assert figure.shape[1] == 8 * (2 * 128 + 4)  # eight labelled crops side by side

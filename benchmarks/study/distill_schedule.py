@@ -1,7 +1,7 @@
 """``train.distill_schedule``: a factor on the distillation terms (alpha2 L_GK and alpha3 L_CL) over the iterations.
 
-A candidate of the distillation study (issue 10), taken by StudySKDModel. The paper keeps alpha2 and alpha3 constant. Two readings of when
-feature distillation should act are offered here:
+A candidate of the distillation study (issue 10), taken by StudySKDModel. The paper keeps alpha2 and alpha3
+constant. Two readings of when feature distillation should act are offered here:
 
 * a warm-up, so that the freshly built adapters (and a student far from the teacher) are not pulled hard at once;
 * a decay to zero, so that the student is guided early and then trained on the ground truth alone, without being

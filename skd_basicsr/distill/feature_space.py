@@ -105,3 +105,36 @@ class TeacherFeatureSpace:
     def recorded(self, teacher_features):
         """This space's features of the input, taken from the teacher's forward on it (``{layer: feature}``)."""
         return {layer: teacher_features[layer] for layer in self.layer_weights}
+
+
+def teacher_feature_space(contrast_opt, net_t, capture):
+    """The teacher feature space of L_CL for ``contrast_opt.feature_space: teacher``, else None (the loss builds its
+    own space).
+
+    Under SKDModel ``feature_space`` defaults to ``teacher``: it needs no download, and the model has the teacher.
+    ``feature_space: vgg19`` stays available by name.
+
+    Args:
+        contrast_opt (dict | None): ``train.contrast_opt``.
+        net_t (nn.Module): The frozen teacher, whose modules the layers must name.
+        capture (callable): ``(img, layers) -> {layer: feature}``, the teacher's forward as far as the layers.
+
+    Raises:
+        OptionError: Empty layer weights, or layers the teacher has no module for (the closest names listed).
+    """
+    from skd_basicsr.distill.taps import describe_unknown_names
+    from skd_basicsr.platform.errors import OptionError
+
+    if not contrast_opt or contrast_opt.get('feature_space', 'teacher') != 'teacher':
+        return None
+    try:
+        space = TeacherFeatureSpace(capture, contrast_opt.get('layer_weights'))
+    except ValueError as err:
+        raise OptionError(f'train.contrast_opt: {err}') from None
+    modules = dict(net_t.named_modules())
+    unknown = [layer for layer in space.layers if layer not in modules or layer == '']
+    if unknown:
+        default = '' if contrast_opt.get('layer_weights') else ' (the default, Restormer\'s encoder levels)'
+        raise OptionError(f'train.contrast_opt.layer_weights{default}: '
+                          f'{describe_unknown_names(unknown, modules, "network_t")}')
+    return space

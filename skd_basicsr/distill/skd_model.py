@@ -23,8 +23,8 @@ from torch.nn import functional as F
 
 from skd_basicsr.distill.adapters import adapters_for_pairs
 from skd_basicsr.distill.distill_options import SPATIAL_FORM_KEYS, parse_distill_options  # noqa: F401
-from skd_basicsr.distill.feature_space import TeacherFeatureSpace
-from skd_basicsr.distill.taps import FeatureTaps, describe_unknown_names
+from skd_basicsr.distill.feature_space import teacher_feature_space
+from skd_basicsr.distill.taps import FeatureTaps
 from skd_basicsr.distill.teacher import build_frozen_teacher, teacher_metrics
 from skd_basicsr.distill.weight_selection import select_weights
 from skd_basicsr.platform.errors import OptionError
@@ -58,9 +58,9 @@ class SKDModel(SRModel):
     may choose the cheap spatial MCA form of its level (``{student: encoder_level1, teacher: encoder_level1,
     spatial_window: 8}``, or ``spatial_tokens: M``); pairs without one keep the exact global form. With
     ``contrast_opt.feature_space: teacher`` (the default here) the model builds the teacher feature space of L_CL
-    (:class:`TeacherFeatureSpace`) and gives it to the loss; the teacher's forward on the input records the
-    negative's features with the distilled ones (for super-resolution the negative is the input upsampled to the
-    output's size, see :meth:`contrast_negatives`).
+    (:func:`skd_basicsr.distill.feature_space.teacher_feature_space`) and gives it to the loss; the teacher's
+    forward on the input records the negative's features with the distilled ones (for super-resolution the negative
+    is the input upsampled to the output's size, see :meth:`contrast_negatives`).
 
     Resuming (``--auto_resume`` or ``path.resume_state``) points every ``network_<x>`` at the checkpoint saved at
     the resumed iteration, as BasicSR does, except the networks listed in ``frozen_networks`` (top-level option,
@@ -96,7 +96,8 @@ class SKDModel(SRModel):
         self.cri_feat = build_loss_checked(train_opt, 'feature_opt', self.device, STUDY_OPTIONS,
                                            **self.distill_opt['spatial_forms'])
         self.cri_output = build_loss_checked(train_opt, 'output_opt', self.device)
-        teacher_space = self.build_teacher_space(train_opt.get('contrast_opt'))
+        teacher_space = teacher_feature_space(train_opt.get('contrast_opt'), self.net_t,
+                                              lambda img, layers: self.taps_t.capture(self.net_t, img, layers))
         given = {'feature_space': teacher_space} if teacher_space else {}
         self.cri_contrast = build_loss_checked(train_opt, 'contrast_opt', self.device, STUDY_OPTIONS, **given)
         self.contrast_space = self.cri_contrast.space if self.cri_contrast else None
@@ -131,27 +132,6 @@ class SKDModel(SRModel):
         logger.info('distill.init_from_teacher: network_g initialised from network_t by weight selection.')
         for line in report.lines():
             logger.info(line)
-
-    def build_teacher_space(self, contrast_opt):
-        """The teacher feature space of L_CL for ``feature_space: teacher``, else None (the loss builds its own).
-
-        Under SKDModel ``feature_space`` defaults to ``teacher``: it needs no download, and the model has the
-        teacher. ``feature_space: vgg19`` stays available by name.
-        """
-        if not contrast_opt or contrast_opt.get('feature_space', 'teacher') != 'teacher':
-            return None
-        try:
-            space = TeacherFeatureSpace(lambda img, layers: self.taps_t.capture(self.net_t, img, layers),
-                                        contrast_opt.get('layer_weights'))
-        except ValueError as err:
-            raise OptionError(f'train.contrast_opt: {err}') from None
-        modules = dict(self.net_t.named_modules())
-        unknown = [layer for layer in space.layers if layer not in modules or layer == '']
-        if unknown:
-            default = '' if contrast_opt.get('layer_weights') else ' (the default, Restormer\'s encoder levels)'
-            raise OptionError(f'train.contrast_opt.layer_weights{default}: '
-                              f'{describe_unknown_names(unknown, modules, "network_t")}')
-        return space
 
     def build_adapters(self):
         """Discover feature shapes with one dummy forward of both nets, check them, and build the adapters.

@@ -5,9 +5,10 @@ that ``--auto_resume`` then picks up) and loads networks and states with a plain
 keep BasicSR's file format, names and ``param_key`` behaviour but write to a temporary file and rename it
 (:func:`atomic_torch_save`), refuse to write non-finite weights, and read with ``weights_only=True``
 (:func:`safe_torch_load`). A kill during a save can leave only a ``*.tmp<pid>`` file, which the next start removes
-(:func:`remove_orphaned_temporaries`). :mod:`skd_basicsr.platform.patches` puts ``save_network``, ``get_training_state``,
-``save_training_state`` and ``load_network`` on BasicSR's ``BaseModel`` and :func:`load_resume_state` in its train
-pipeline. Models that need more in their training state (SKDModel's adapters) extend :meth:`get_training_state`.
+(:func:`remove_orphaned_temporaries`). :mod:`skd_basicsr.platform.patches` puts ``save_network``,
+``get_training_state``, ``save_training_state`` and ``load_network`` on BasicSR's ``BaseModel`` and
+:func:`load_resume_state` in its train pipeline. Models that need more in their training state (SKDModel's
+adapters) extend :meth:`get_training_state`.
 """
 import collections
 import os
