@@ -16,6 +16,8 @@ COMMANDS = {
     'patches': ('skd_basicsr.tools.patch_images', 'cut training images into overlapping patches as Restormer\'s '
                 'preparation does (DFWB: 512, overlap 96, images over 800)'),
     'lmdb': ('skd_basicsr.tools.lmdb', 'pack an image folder into a BasicSR LMDB (meta_info.txt), checking names'),
+    'distill': ('skd_basicsr.tools.distill', 'an SKD option file from a BasicSR training file and its weights, the '
+                'student chosen for a cost target (--params, --macs, --latency R) or given'),
     'shrink': ('skd_basicsr.tools.shrink', 'initialise a smaller network_g from a teacher checkpoint (weight '
                'selection)'),
     'infer': ('skd_basicsr.tools.infer', 'restore an image, folder or glob with any BasicSR network (tiled; PyTorch or '

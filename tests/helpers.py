@@ -1,4 +1,5 @@
 """Tiny data and option files for the tests: everything is made on the fly, nothing is downloaded."""
+import logging
 import os
 import subprocess
 import sys
@@ -142,3 +143,24 @@ def noisy_batch(seed=0, size=16):
     g = torch.Generator().manual_seed(seed)
     gt = torch.rand(2, 3, size, size, generator=g)
     return {'lq': (gt + 0.1 * torch.randn(2, 3, size, size, generator=g)), 'gt': gt}
+
+
+def train_here(option_file, cwd, monkeypatch):
+    """`basicsr train -opt option_file` in this process (the import of torch, torchvision and basicsr is most of a
+    small run's time), with BasicSR's log collected: returns (exit status, log text)."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger('basicsr')
+    level = logger.level
+    logger.setLevel(logging.INFO)  # as train_pipeline sets it, unless an earlier build_network made the logger first
+    logger.addHandler(handler)
+    monkeypatch.chdir(cwd)
+    try:
+        from skd_basicsr import cli
+
+        status = cli.main(['train', '-opt', option_file])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return status, '\n'.join(records)

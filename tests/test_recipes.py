@@ -12,7 +12,6 @@ test_accumulation.py) and the spatial MCA in 8 x 8 windows at every level (the e
 attention over 36864 tokens; test_mca_forms.py checks the forms against each other)."""
 import glob
 import json
-import logging
 import os
 from os import path as osp
 
@@ -22,11 +21,10 @@ import pytest
 
 import skd_basicsr  # noqa: F401
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
-from skd_basicsr import cli
 from skd_basicsr.platform.checkpoint import safe_torch_load
 from skd_basicsr.platform.options import yaml_load
 
-from helpers import save_teacher, write_options
+from helpers import save_teacher, train_here, write_options
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 OPTION_FILES = sorted(glob.glob(osp.join(REPO, 'options', '*.yml')) + glob.glob(osp.join(REPO, 'options', 'train',
@@ -139,25 +137,6 @@ def shrunk(path, root):
         opt['path']['pretrain_network_t'] = str(root / f'{opt["name"]}_teacher.pth')
         save_teacher(opt['path']['pretrain_network_t'], opt['network_t'])
     return opt, stages
-
-
-def train_here(option_file, cwd, monkeypatch):
-    """`basicsr train -opt option_file` in this process (the import of torch, torchvision and basicsr is most of a
-    small run's time), with BasicSR's log collected: returns (exit status, log text)."""
-    records = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = logging.getLogger('basicsr')
-    level = logger.level
-    logger.setLevel(logging.INFO)  # as train_pipeline sets it, unless an earlier build_network made the logger first
-    logger.addHandler(handler)
-    monkeypatch.chdir(cwd)
-    try:
-        status = cli.main(['train', '-opt', option_file])
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    return status, '\n'.join(records)
 
 
 @pytest.mark.parametrize('path', OPTION_FILES, ids=lambda p: osp.relpath(p, osp.join(REPO, 'options')))
