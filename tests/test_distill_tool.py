@@ -103,6 +103,12 @@ def test_the_written_file_trains_its_student_within_the_target_and_validates(fam
     assert opt['network_g']['type'] == family and opt['network_g'] != opt['network_t']
     if what == 'params':
         assert count(opt['network_g']) <= ratio * count(opt['network_t'])
+    else:  # macs, counted as the search counts them
+        from skd_basicsr.platform.cost import thop_macs
+
+        probe = NetworkSpec.from_options(opt['network_t']).probe()
+        macs = [thop_macs(build_network(dict(opt[key])).eval(), probe) for key in ('network_g', 'network_t')]
+        assert macs[0] <= ratio * macs[1]
     assert opt['distill']['init_from_teacher'] is True
     assert opt['path']['pretrain_network_t'] == osp.abspath(weights) and opt['path']['param_key_t'] == 'params'
     assert opt['datasets'] == read(option_file)['datasets']  # the user's data, untouched
