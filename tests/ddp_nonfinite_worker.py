@@ -1,6 +1,11 @@
-"""Run under torchrun by tests/test_reliability.py: SKD on 2 CPU processes (gloo) with a NaN loss on rank 1 only,
-at iteration 2. Mode ``skip`` (train.skip_nonfinite) must skip that step on every rank and keep the replicas
-identical; mode ``stop`` must stop every rank with the error. Each rank writes what it saw to OUT.<rank>."""
+"""Run under torchrun by tests/test_reliability.py: SKD on 2 CPU processes (gloo) with a fault on one rank only.
+
+* ``skip`` / ``stop``: a NaN loss on rank 1 at iteration 2;
+* ``grad-skip`` / ``grad-stop``: a NaN gradient behind a finite loss on rank 1 at iteration 2;
+* ``save``: NaN weights on rank 0 after iteration 1, then a save.
+
+``*skip`` (train.skip_nonfinite) must skip that step on every rank and keep the replicas identical; ``*stop`` and
+``save`` must stop every rank with the error. Each rank writes what it saw to OUT.<rank>."""
 import gc
 import signal
 import sys
@@ -24,13 +29,17 @@ def main(tmp_path, out_file, mode):
     # let a rank read it half-written
     opt = make_opt(tmp_path / f'rank{rank}')
     opt.update(dist=True, rank=rank, world_size=world)
-    opt['train']['skip_nonfinite'] = mode == 'skip'
+    opt['train']['skip_nonfinite'] = mode.endswith('skip')
     model = build_model(opt)
     seen = []
     for it in (1, 2, 3):
         data = batch(seed=10 * it + rank)
-        if it == 2 and rank == 1:
+        hook = None
+        if it == 2 and rank == 1 and mode in ('skip', 'stop'):
             data['gt'][0, 0, 0, 0] = float('nan')
+        if it == 2 and rank == 1 and mode.startswith('grad'):
+            param = next(model.get_bare_model(model.net_g).parameters())
+            hook = param.register_hook(lambda grad: torch.full_like(grad, float('nan')))
         model.feed_data(data)
         before = [p.detach().clone() for p in model.net_g.parameters()]
         try:
@@ -38,8 +47,20 @@ def main(tmp_path, out_file, mode):
         except FloatingPointError as err:
             seen.append(f'stopped at {it}: {err}')
             break
+        finally:
+            if hook is not None:
+                hook.remove()
         stepped = any(not torch.equal(b, p) for b, p in zip(before, model.net_g.parameters()))
         seen.append(f'iter {it} {"stepped" if stepped else "skipped"}')
+        if mode == 'save':
+            if rank == 0:
+                with torch.no_grad():
+                    next(model.get_bare_model(model.net_g).parameters()).view(-1)[0] = float('nan')
+            try:
+                model.save(0, it)
+            except FloatingPointError as err:
+                seen.append(f'save refused: {err}')
+            break
     flat = torch.cat([p.detach().flatten() for p in model.net_g.parameters()])
     gathered = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(gathered, flat)

@@ -68,9 +68,8 @@ def test_temporaries_of_an_interrupted_save_are_removed_at_start(tmp_path):
 
 def test_a_save_that_fails_midway_leaves_neither_file_nor_temporary(tmp_path, monkeypatch):
 
-    def half_then_fail(obj, path):
-        with open(path, 'wb') as f:
-            f.write(b'\x80half')
+    def half_then_fail(obj, f):
+        f.write(b'\x80half')  # into the open temporary file
         raise OSError('disk full')
 
     monkeypatch.setattr(torch, 'save', half_then_fail)

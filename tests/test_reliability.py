@@ -42,11 +42,12 @@ save = torch.save
 
 
 def half_then_stall(obj, path, *args, **kwargs):
-    if not os.path.basename(str(path)).startswith('4.state.tmp'):
+    name = getattr(path, 'name', path)  # a path, or the open temporary file the atomic save writes through
+    if not os.path.basename(str(name)).startswith('4.state.tmp'):
         return save(obj, path, *args, **kwargs)
     buffer = io.BytesIO()
     save(obj, buffer)
-    with open(path, 'wb') as f:
+    with open(name, 'wb') as f:
         f.write(buffer.getvalue()[:len(buffer.getvalue()) // 2])
     time.sleep(600)
 
@@ -178,3 +179,28 @@ def test_nan_on_one_rank_skips_or_stops_every_rank_without_hanging(tmp_path, mod
         assert seen[0][1].startswith('stopped at 2: iter 2: the loss term(s) of another rank became non-finite')
         assert seen[1][1].startswith('stopped at 2: iter 2: the loss term(s) l_pix')
         assert [seen[0][0]] + seen[0][2:] == [seen[1][0]] + seen[1][2:] == ['iter 1 stepped', 'replicas identical']
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which('torchrun') is None, reason='torchrun comes with torch')
+@pytest.mark.parametrize('mode, port', [('grad-skip', 29625), ('grad-stop', 29627), ('save', 29629)])
+def test_a_nan_gradient_or_a_refused_save_on_one_rank_ends_every_rank_alike(tmp_path, mode, port):
+    out = tmp_path / 'seen'
+    worker = osp.join(TESTS, 'ddp_nonfinite_worker.py')
+    start = time.time()
+    returncode, log = run_bounded(['torchrun', '--nproc_per_node=2', f'--master_port={port}', worker, TESTS,
+                                   str(tmp_path), str(out), mode], timeout=150, env=ENV)
+    assert returncode == 0, log[-3000:]
+    assert time.time() - start < 120  # no rank waited for the other until a timeout
+    # each rank runs in its own folder (rank0/, rank1/); beyond that, the same decision and message on both ranks
+    seen = [(tmp_path / f'seen.{rank}').read_text().replace(f'/rank{rank}/', '/rankN/').splitlines() for rank in (0, 1)]
+    assert seen[0] == seen[1], seen
+    if mode == 'grad-skip':
+        assert seen[0] == ['iter 1 stepped', 'iter 2 skipped', 'iter 3 stepped', 'replicas identical']
+    elif mode == 'grad-stop':
+        assert seen[0][0] == 'iter 1 stepped' and seen[0][2] == 'replicas identical'
+        assert seen[0][1].startswith('stopped at 2: iter 2: the gradient became non-finite; training stopped before')
+    else:
+        assert seen[0][0] == 'iter 1 stepped'
+        assert seen[0][1].startswith('save refused: Not writing ') and 'on at least one rank; every rank stops' in \
+            seen[0][1]

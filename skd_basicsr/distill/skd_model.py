@@ -30,7 +30,7 @@ from skd_basicsr.distill.weight_selection import select_weights
 from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.platform.loss_builder import build_loss_checked
 from skd_basicsr.platform.network_spec import NetworkSpec
-from skd_basicsr.platform.nonfinite import finite_on_every_rank, nonfinite_error, nonfinite_terms
+from skd_basicsr.platform.nonfinite import finite_on_every_rank, nonfinite_terms, skip_or_stop
 
 # options of the distillation study that the product does not take (benchmarks/study)
 STUDY_OPTIONS = {name: f'{name} is an option of the distillation study (benchmarks/study, {cls}), not of the product.'
@@ -48,7 +48,8 @@ class SKDModel(SRModel):
     are the ``loss_weight`` of the last two. ``train.output_opt`` (any BasicSR pixel loss between the student's and
     the teacher's outputs, logged ``l_kd``) gives the usual output-distillation baseline. A non-finite total loss
     stops the run before the step (naming the term and the last good checkpoint), or skips the step when
-    ``train.skip_nonfinite: true``. Everything else (EMA, validation, checkpoints) is SRModel's.
+    ``train.skip_nonfinite: true`` (:mod:`skd_basicsr.platform.nonfinite`, which guards the gradient of every
+    model too). Everything else (EMA, validation, checkpoints) is SRModel's.
 
     The teacher (:mod:`skd_basicsr.distill.teacher`) is built from ``network_t`` and loaded from
     ``path.pretrain_network_t`` (``param_key_t``, ``strict_load_t``); it stays frozen in eval mode, runs under
@@ -101,7 +102,6 @@ class SKDModel(SRModel):
         given = {'feature_space': teacher_space} if teacher_space else {}
         self.cri_contrast = build_loss_checked(train_opt, 'contrast_opt', self.device, STUDY_OPTIONS, **given)
         self.contrast_space = self.cri_contrast.space if self.cri_contrast else None
-        self.skip_nonfinite = bool(train_opt.get('skip_nonfinite', False))
         teacher_layers = [p['teacher'] for p in self.pairs]
         self.taps_t = FeatureTaps(self.net_t, teacher_layers + (teacher_space.layers if teacher_space else []),
                                   'network_t')
@@ -277,11 +277,8 @@ class SKDModel(SRModel):
         """
         where = nonfinite_terms(loss_dict)
         self.optimizer_g.zero_grad()
-        if not self.skip_nonfinite:
-            raise nonfinite_error(current_iter, where, self.opt)
-        self.skipped_step = True  # under train.accum_iter: the step's other micro-batches are given up too
-        get_root_logger().warning(f'iter {current_iter}: non-finite loss term(s) {where}; step skipped on every '
-                                  'rank (train.skip_nonfinite).')
+        self.current_iter = current_iter
+        skip_or_stop(self, f'the loss term(s) {where}', f'non-finite loss term(s) {where}')
 
     # ----------------------------------------------------------------------------------------------------------
     # validation

@@ -28,14 +28,36 @@ TEMPORARY_SUFFIX = re.compile(r'\.(pth|state)\.tmp\d+$')
 # writing
 # --------------------------------------------------------------------------------------------------------------
 def atomic_torch_save(obj, path):
-    """``torch.save`` to a temporary file in the same folder, then rename: a kill never leaves half a file."""
+    """``torch.save`` to a temporary file in the same folder, then rename: a kill never leaves half a file.
+
+    The file is fsynced before the rename and its folder after it, so that after a power loss the name points at the
+    whole file (or at the previous one), never at an empty one.
+    """
     tmp = f'{path}.tmp{os.getpid()}'
     try:
-        torch.save(obj, tmp)
+        with open(tmp, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_folder(osp.dirname(osp.abspath(path)))
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
+
+
+def fsync_folder(folder):
+    """fsync a folder, so that a rename in it survives a power loss (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def check_finite(state_dict, what):
@@ -50,18 +72,34 @@ def _strip_ddp_prefix(state_dict):
     return collections.OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state_dict.items())
 
 
-@master_only
 def save_network(self, net, net_label, current_iter, param_key='params'):
-    """BasicSR's ``save_network`` (same file, same keys), written atomically and only with finite weights."""
+    """BasicSR's ``save_network`` (same file, same keys), written atomically and only with finite weights.
+
+    Every rank checks its weights and the ranks agree (one all-reduce) before rank 0 writes: weights that cannot be
+    written stop every rank with the same error, instead of rank 0 alone while the others wait in their next
+    all-reduce until the timeout.
+    """
+    from skd_basicsr.platform.nonfinite import finite_on_every_rank
+
     label = 'latest' if current_iter == -1 else current_iter
     save_path = osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
     nets = net if isinstance(net, list) else [net]
     keys = param_key if isinstance(param_key, list) else [param_key]
     if len(nets) != len(keys):
         raise ValueError(f'{len(nets)} networks but {len(keys)} param keys.')
+    states = [_strip_ddp_prefix(self.get_bare_model(net_).state_dict()) for net_ in nets]
+    distributed = self.opt.get('dist', False)
+    if distributed:
+        finite = all(not torch.is_tensor(v) or not v.is_floating_point() or torch.isfinite(v).all()
+                     for state in states for v in state.values())
+        if not finite_on_every_rank(torch.tensor(float(finite) if finite else float('nan')), True):
+            raise FloatingPointError(f'Not writing {save_path}: the weights of {net_label} hold NaN or infinity on at '
+                                     'least one rank; every rank stops, and the checkpoints written before are kept.')
+    if self.opt.get('rank', 0) != 0:
+        return
     save_dict = {}
-    for net_, key in zip(nets, keys):
-        state = {k: v.cpu() for k, v in _strip_ddp_prefix(self.get_bare_model(net_).state_dict()).items()}
+    for state, key in zip(states, keys):
+        state = {k: v.cpu() for k, v in state.items()}
         check_finite(state, save_path)
         save_dict[key] = state
     atomic_torch_save(save_dict, save_path)
@@ -173,6 +211,36 @@ def state_folders(opt):
     return models, states
 
 
+UNREADABLE_SUFFIX = '.unreadable'
+
+
+def newest_loadable_state(opt, map_location='cpu'):
+    """The newest ``<iter>.state`` that loads, and its content; (None, None) when there is none.
+
+    Newer states that do not load (emptied or truncated by a crash) are skipped, said so, and kept for inspection:
+    the master process renames each to ``<iter>.state.unreadable``, so that the next start does not try it again.
+    Nothing is deleted.
+    """
+    state_dir = state_folders(opt)[1]
+    if not osp.isdir(state_dir):
+        return None, None
+    iters = sorted((int(f[:-len('.state')]) for f in os.listdir(state_dir) if f.endswith('.state') and
+                    f[:-6].isdigit()), reverse=True)
+    for it in iters:
+        path = osp.join(state_dir, f'{it}.state')
+        try:
+            return path, safe_torch_load(path, map_location=map_location)
+        except OptionError as err:
+            kept = path
+            if opt.get('rank', 0) == 0:
+                kept = f'{path}{UNREADABLE_SUFFIX}'
+                os.replace(path, kept)
+            # print, as BasicSR's check_resume does: the root logger is not set up yet
+            print(f'--auto_resume: skipped {path}, which does not load ({err}); kept as {kept}. Trying the one '
+                  'before.', flush=True)
+    return None, None
+
+
 def latest_training_state(opt):
     """Path of the newest ``<iter>.state`` under the experiment's training_states folder, or None."""
     state_dir = state_folders(opt)[1]
@@ -238,14 +306,16 @@ def load_resume_state(opt, frozen_networks=None):
     from skd_basicsr.platform.compat import resume_device
 
     remove_orphaned_temporaries(opt)
+    resume_state = None
     if opt['auto_resume']:
-        path = latest_training_state(opt)
+        path, resume_state = newest_loadable_state(opt, resume_device(opt))
         if path is not None:
             opt['path']['resume_state'] = path
     path = opt['path'].get('resume_state')
     if not path:
         return None
-    resume_state = safe_torch_load(path, map_location=resume_device(opt))
+    if resume_state is None:
+        resume_state = safe_torch_load(path, map_location=resume_device(opt))
 
     if frozen_networks is None:
         frozen_networks = opt.get('frozen_networks', FROZEN_ON_RESUME)

@@ -1,14 +1,28 @@
-"""A loss that is not finite: the decision every process takes together, and what the user is told.
+"""A loss or a gradient that is not finite: the decision every process takes together, and what the user is told.
 
 Under DDP every rank must take the same branch: a rank that skips the backward while the others enter its gradient
 all-reduce hangs the run, and ranks that step on different iterations drift apart. One all-reduce of a flag makes the
-decision common before anyone steps (:func:`finite_on_every_rank`). Then the step is skipped (``train.skip_nonfinite:
-true``, logged) or the run stops before the step with the error of :func:`nonfinite_error`, which names the terms and
-the last good checkpoint.
+decision common before anyone steps (:func:`finite_on_every_rank`). Two checks use it, for every BasicSR model:
+
+* SKDModel checks its total loss before the backward;
+* every optimizer made by the platform (:func:`attach_step_guard`, from :func:`skd_basicsr.platform.optim.get_optimizer`)
+  checks the total gradient norm, the one clipping computes, right before it steps: a finite loss can still give a
+  non-finite gradient, and an optimizer that steps on it writes NaN into the weights.
+
+Then :func:`skip_or_stop` skips the step (``train.skip_nonfinite: true``: no weight and no optimizer state moves,
+logged) or stops the run before the step with the error of :func:`nonfinite_error`, which names what became non-finite
+and the last good checkpoint. More than ``train.max_skipped_steps`` (default 100) skipped steps in a row stop the run
+too: a run that skips every step trains nothing.
 """
+import math
+import types
+
 import torch
 
 from skd_basicsr.platform import checkpoint
+from skd_basicsr.platform.errors import OptionError
+
+DEFAULT_MAX_SKIPPED_STEPS = 100
 
 
 def finite_on_every_rank(value, distributed):
@@ -34,11 +48,78 @@ def nonfinite_terms(loss_dict):
     return ', '.join(bad) if bad else 'of another rank'
 
 
-def nonfinite_error(current_iter, where, opt):
-    """The error that stops the run before the step: what became non-finite, the last good checkpoint, what to do."""
+def nonfinite_error(current_iter, what, opt):
+    """The error that stops the run before the step: ``what`` became non-finite (e.g. 'the loss term(s) l_pix'), the
+    last good checkpoint, what to do."""
     last = checkpoint.latest_training_state(opt)
     return FloatingPointError(
-        f'iter {current_iter}: the loss term(s) {where} became non-finite; training stopped before '
+        f'iter {current_iter}: {what} became non-finite; training stopped before '
         f'the step, so no weight was touched. Last good checkpoint: {last or "none yet"}. Lower the learning '
         'rate or the loss weights and resume with --auto_resume, or set train.skip_nonfinite: true to skip '
         'such steps.')
+
+
+def max_skipped_steps(train_opt):
+    """``train.max_skipped_steps``: skipped steps in a row after which the run stops (default 100)."""
+    value = train_opt.get('max_skipped_steps', DEFAULT_MAX_SKIPPED_STEPS)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise OptionError(f'train.max_skipped_steps must be an integer >= 0, got {value!r}.')
+    return value
+
+
+def skip_or_stop(model, what, logged):
+    """Skip the step on this rank (every rank comes here together) or raise :func:`nonfinite_error`.
+
+    Args:
+        model: The BasicSR model; ``model.current_iter`` is the iteration, ``model.skipped_step`` is set (under
+            ``train.accum_iter`` the step's other micro-batches are given up too).
+        what (str): What became non-finite, for the error ('the loss term(s) l_pix', 'the gradient').
+        logged (str): The warning of a skipped step, after ``iter N: ``.
+    """
+    from basicsr.utils import get_root_logger
+
+    train_opt = model.opt.get('train') or {}
+    current_iter = getattr(model, 'current_iter', '?')
+    if not train_opt.get('skip_nonfinite', False):
+        raise nonfinite_error(current_iter, what, model.opt)
+    model.skipped_step = True
+    model.skipped_in_a_row = getattr(model, 'skipped_in_a_row', 0) + 1
+    limit = max_skipped_steps(train_opt)
+    if model.skipped_in_a_row > limit:
+        last = checkpoint.latest_training_state(model.opt)
+        raise FloatingPointError(
+            f'iter {current_iter}: {model.skipped_in_a_row} steps in a row were skipped, more than '
+            f'train.max_skipped_steps ({limit}); the last because {what} became non-finite. The run is not training. '
+            f'Last good checkpoint: {last or "none yet"}; lower the learning rate or the loss weights and resume.')
+    get_root_logger().warning(f'iter {current_iter}: {logged}; step skipped on every rank (train.skip_nonfinite).')
+
+
+def total_grad_norm(params, max_norm=None):
+    """The total L2 norm of the gradients of ``params``, clipped to ``max_norm`` first when given (the norm returned
+    is the one before clipping, as ``clip_grad_norm_`` returns it)."""
+    grads = [p for p in params if p.grad is not None]
+    if not grads:
+        return None
+    return torch.nn.utils.clip_grad_norm_(grads, math.inf if max_norm is None else max_norm, foreach=True)
+
+
+def attach_step_guard(optimizer, model, max_norm=None):
+    """Make ``optimizer.step`` check the gradient norm on every rank first, clipping it to ``max_norm`` when given.
+
+    A finite norm steps (and resets the count of skipped steps); a non-finite one clears the gradients and goes to
+    :func:`skip_or_stop`, so that no weight and no optimizer state moves. The guard is a bound method, as PyTorch's LR
+    schedulers expect ``optimizer.step`` to be.
+    """
+    step = optimizer.step
+
+    def guarded_step(self, *args, **kwargs):
+        norm = total_grad_norm([p for group in self.param_groups for p in group['params']], max_norm)
+        if norm is None or finite_on_every_rank(norm, model.opt.get('dist', False)):
+            model.skipped_in_a_row = 0
+            return step(*args, **kwargs)
+        self.zero_grad(set_to_none=True)
+        skip_or_stop(model, 'the gradient', f'non-finite gradient (total norm {float(norm)})')
+        return None
+
+    optimizer.step = types.MethodType(guarded_step, optimizer)
+    return optimizer

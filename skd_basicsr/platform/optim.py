@@ -2,11 +2,12 @@
 
 * ``train.optim_g.type`` may name any ``torch.optim`` optimizer (``Adam``, ``AdamW``, ``SGD``, ...);
   :func:`get_optimizer` replaces ``BaseModel.get_optimizer``, which knew only ``Adam``.
-* Gradient clipping (``train.use_grad_clip``, ``train.grad_clip_norm``): every optimizer made by
-  :func:`get_optimizer` gets a step pre-hook (``Optimizer.register_step_pre_hook``) that clips the gradient norm of
-  that optimizer's parameters right before it steps, so ``optimize_parameters`` stays as the model wrote it. With
-  ``use_grad_clip: true`` and no norm the norm is 0.01, the value Restormer's model code hard-codes behind the same
-  switch. A model that builds an optimizer by hand can call :func:`attach_grad_clip` itself.
+* Gradient clipping (``train.use_grad_clip``, ``train.grad_clip_norm``) and the non-finite gradient guard: every
+  optimizer made by :func:`get_optimizer` computes the total gradient norm of its parameters right before it steps,
+  clips it when asked, and steps only if the norm is finite on every rank
+  (:func:`skd_basicsr.platform.nonfinite.attach_step_guard`), so ``optimize_parameters`` stays as the model wrote it.
+  With ``use_grad_clip: true`` and no norm the norm is 0.01, the value Restormer's model code hard-codes behind the
+  same switch. A model that builds an optimizer by hand can call :func:`attach_grad_clip` (clipping only) itself.
 """
 import torch
 
@@ -32,7 +33,8 @@ def get_optimizer(self, optim_type, params, lr, **kwargs):
         kwargs: Further arguments of the optimizer (``weight_decay``, ``betas``, ``momentum``, ...).
 
     Returns:
-        torch.optim.Optimizer: The optimizer; it clips gradients before each step if ``train.use_grad_clip``.
+        torch.optim.Optimizer: The optimizer; before each step it clips gradients if ``train.use_grad_clip`` and
+        checks that their norm is finite.
 
     Raises:
         OptionError: When ``optim_type`` is not a torch optimizer or the optimizer refuses the arguments.
@@ -45,10 +47,9 @@ def get_optimizer(self, optim_type, params, lr, **kwargs):
         optimizer = getattr(torch.optim, optim_type)(params, lr=lr, **kwargs)
     except TypeError as err:
         raise OptionError(f'Optimizer {optim_type} does not accept the options given ({err}).') from None
-    max_norm = grad_clip_norm(self.opt.get('train') or {})
-    if max_norm is not None:
-        attach_grad_clip(optimizer, max_norm)
-    return optimizer
+    from skd_basicsr.platform.nonfinite import attach_step_guard
+
+    return attach_step_guard(optimizer, self, grad_clip_norm(self.opt.get('train') or {}))
 
 
 def grad_clip_norm(train_opt):

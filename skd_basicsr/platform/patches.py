@@ -19,14 +19,16 @@ _APPLIED = []
 
 
 def checking_training_options(init):
-    """``BaseModel.__init__`` that, in training, checks the clipping options and attaches the training-batch
-    transforms (progressive patches, mixing augmentation) and gradient accumulation.
+    """``BaseModel.__init__`` that, in training, checks the clipping and skipping options, records the iteration
+    of each ``optimize_parameters`` call and attaches the training-batch transforms (progressive patches, mixing
+    augmentation) and gradient accumulation.
 
     ``BaseModel.__init__`` runs before a model builds its networks, so a wrong option fails at once.
     """
     from skd_basicsr.platform import training_batch
     from skd_basicsr.platform.accumulation import accum_iter
     from skd_basicsr.platform.mixing import MixingAugment
+    from skd_basicsr.platform.nonfinite import max_skipped_steps
     from skd_basicsr.platform.optim import grad_clip_norm
     from skd_basicsr.platform.progressive import ProgressivePatches
 
@@ -35,6 +37,8 @@ def checking_training_options(init):
         init(self, opt, *args, **kwargs)
         if self.is_train:
             grad_clip_norm(opt.get('train') or {})
+            max_skipped_steps(opt.get('train') or {})
+            recording_iteration(self)
             # cropped first, then mixed, as in Restormer's training loop
             transforms = [t for t in (ProgressivePatches.from_options(opt), MixingAugment.from_options(opt)) if t]
             count = accum_iter(opt.get('train'))
@@ -42,6 +46,19 @@ def checking_training_options(init):
                 training_batch.attach(self, transforms, count)
 
     return __init__
+
+
+def recording_iteration(model):
+    """Make ``model.optimize_parameters(current_iter)`` keep ``model.current_iter``: the iteration that the checks
+    inside an optimizer step name in their messages."""
+    optimize = model.optimize_parameters
+
+    @functools.wraps(optimize)
+    def optimize_parameters(current_iter, *args, **kwargs):
+        model.current_iter = current_iter
+        return optimize(current_iter, *args, **kwargs)
+
+    model.optimize_parameters = optimize_parameters
 
 
 def changes():
@@ -82,11 +99,13 @@ def changes():
          'written in place, a kill leaves a truncated state that --auto_resume picks up'),
         (model, 'load_network', checkpoint.load_network, 'a plain torch.load unpickles code'),
         (model, 'get_optimizer', optim.get_optimizer,
-         'it knows only Adam; Restormer trains with AdamW and clips gradients'),
+         'it knows only Adam; Restormer trains with AdamW and clips gradients; a non-finite gradient must not step '
+         'NaN into the weights'),
         (model, 'setup_schedulers', lr_scheduler.setup_schedulers, 'it lacks Restormer\'s cyclic cosine schedule'),
         (model, '__init__', checking_training_options(model.__init__),
-         'check clipping, attach progressive patches (train.progressive), Restormer\'s mixing augmentation '
-         '(train.mixing_augs) and gradient accumulation (train.accum_iter) before any network is built'),
+         'check clipping and skipping, record the iteration for the gradient guard, attach progressive patches '
+         '(train.progressive), Restormer\'s mixing augmentation (train.mixing_augs) and gradient accumulation '
+         '(train.accum_iter) before any network is built'),
         (bsr_train, 'create_train_val_dataloader', preflight.refusing_empty_loader(
             accumulation.loading_micro_batches(bsr_train.create_train_val_dataloader)),
          'under train.accum_iter the loader delivers every micro-batch of a step, and BasicSR\'s epoch arithmetic '
