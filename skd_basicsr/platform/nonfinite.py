@@ -5,8 +5,8 @@ all-reduce hangs the run, and ranks that step on different iterations drift apar
 decision common before anyone steps (:func:`finite_on_every_rank`). Two checks use it, for every BasicSR model:
 
 * SKDModel checks its total loss before the backward;
-* every optimizer made by the platform (:func:`attach_step_guard`, from :func:`skd_basicsr.platform.optim.get_optimizer`)
-  checks the total gradient norm, the one clipping computes, right before it steps: a finite loss can still give a
+* every optimizer made by the platform (:func:`attach_step_guard`, from
+  :func:`skd_basicsr.platform.optim.get_optimizer`) checks the total gradient norm, the one clipping computes, right before it steps: a finite loss can still give a
   non-finite gradient, and an optimizer that steps on it writes NaN into the weights.
 
 Then :func:`skip_or_stop` skips the step (``train.skip_nonfinite: true``: no weight and no optimizer state moves,
