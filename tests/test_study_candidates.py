@@ -128,10 +128,16 @@ def test_lagged_negative_follows_the_student_with_its_decay(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(negatives[0], model.net_lag(model.lq))
     assert feats == [None]
-    model.save(0, 1)  # the lagged copy is never saved: only the student's weights (and the training state)
+    model.save(0, 1)  # the lagged copy is not exported: only the student's weights, and the training state holds it
     assert os.listdir(model.opt['path']['models']) == ['net_g_1.pth']
     saved = torch.load(os.path.join(model.opt['path']['models'], 'net_g_1.pth'), weights_only=True)['params']
     assert saved.keys() == model.net_g.state_dict().keys()
+    state = torch.load(os.path.join(model.opt['path']['training_states'], '1.state'), weights_only=True)
+    resumed = contrast_model(tmp_path / 'resumed', negatives=['lagged'], lag_decay=0.9)
+    resumed.resume_training(state)  # a resumed run goes on with the lagging student, not a fresh copy
+    for name, value in model.net_lag.state_dict().items():
+        assert torch.equal(resumed.net_lag.state_dict()[name], value)
+    assert any(not torch.equal(resumed.net_lag.state_dict()[k], v) for k, v in resumed.net_g.state_dict().items())
 
 
 @pytest.mark.parametrize('negatives', [['lagged', 'batch'], ['batch']])

@@ -3,8 +3,8 @@
 * ``train.distill_schedule`` (:mod:`benchmarks.study.distill_schedule`): a factor on alpha2 and alpha3 over the
   iterations, logged as ``distill_scale``;
 * L_CL's restored negatives (``contrast_opt.type: StudySKDContrastiveLoss``, ``negatives``): ``lagged``, the output
-  of a lagging average of the student, kept here with decay ``contrast_opt.lag_decay`` and not saved (a resumed run
-  restarts it from the resumed student); ``batch``, the teacher's output for another image of the batch.
+  of a lagging average of the student, kept here with decay ``contrast_opt.lag_decay`` and saved in the training
+  states (a resumed run goes on with it); ``batch``, the teacher's output for another image of the batch.
 """
 from copy import deepcopy
 
@@ -103,3 +103,16 @@ class StudySKDModel(SKDModel):
                     negatives.append(self.output_t.roll(1, dims=0))
             feats.append(None)
         return negatives, feats
+
+    def get_training_state(self, epoch, current_iter):
+        """SKDModel's training state plus the lagging student, when there is one."""
+        state = super().get_training_state(epoch, current_iter)
+        if self.net_lag is not None:
+            state['lagged_student'] = self.net_lag.state_dict()
+        return state
+
+    def resume_training(self, resume_state):
+        super().resume_training(resume_state)
+        if self.net_lag is not None and 'lagged_student' in resume_state:
+            self.net_lag.load_state_dict(resume_state['lagged_student'])
+

@@ -17,7 +17,6 @@ from os import path as osp
 
 import torch
 from basicsr.utils import get_root_logger
-from basicsr.utils.dist_util import master_only
 
 from skd_basicsr.platform.errors import OptionError
 
@@ -111,13 +110,19 @@ def get_training_state(self, epoch, current_iter):
             'schedulers': [s.state_dict() for s in self.schedulers]}
 
 
-@master_only
 def save_training_state(self, epoch, current_iter):
-    """BasicSR's ``save_training_state``, written atomically."""
+    """BasicSR's ``save_training_state``, written atomically, with the loader's position and every rank's random
+    states (:mod:`skd_basicsr.platform.exact_resume`; gathered on every rank, written by rank 0)."""
+    from skd_basicsr.platform.exact_resume import training_state_position
+
     if current_iter == -1:
         return
-    atomic_torch_save(self.get_training_state(epoch, current_iter),
-                      osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+    position = training_state_position(self.opt)
+    if self.opt.get('rank', 0) != 0:
+        return
+    state = self.get_training_state(epoch, current_iter)
+    state['position'] = position
+    atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -305,6 +310,9 @@ def load_resume_state(opt, frozen_networks=None):
 
     from skd_basicsr.platform.compat import resume_device
 
+    from skd_basicsr.platform.exact_resume import POSITION
+
+    POSITION.pending = None  # a training pipeline starts: only its own resume may set a position
     remove_orphaned_temporaries(opt)
     resume_state = None
     if opt['auto_resume']:

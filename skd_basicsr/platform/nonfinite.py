@@ -6,8 +6,9 @@ decision common before anyone steps (:func:`finite_on_every_rank`). Two checks u
 
 * SKDModel checks its total loss before the backward;
 * every optimizer made by the platform (:func:`attach_step_guard`, from
-  :func:`skd_basicsr.platform.optim.get_optimizer`) checks the total gradient norm, the one clipping computes, right before it steps: a finite loss can still give a
-  non-finite gradient, and an optimizer that steps on it writes NaN into the weights.
+  :func:`skd_basicsr.platform.optim.get_optimizer`) checks the total gradient norm, the one clipping computes, right
+  before it steps: a finite loss can still give a non-finite gradient, and an optimizer that steps on it writes NaN
+  into the weights.
 
 Then :func:`skip_or_stop` skips the step (``train.skip_nonfinite: true``: no weight and no optimizer state moves,
 logged) or stops the run before the step with the error of :func:`nonfinite_error`, which names what became non-finite

@@ -7,7 +7,7 @@ load, optimise and schedule through them too. The replacements live in the modul
 :mod:`skd_basicsr.platform.checkpoint`, :mod:`skd_basicsr.platform.optim`, :mod:`skd_basicsr.platform.lr_scheduler`,
 :mod:`skd_basicsr.platform.training_batch` (progressive patches and mixing augmentation),
 :mod:`skd_basicsr.platform.padded_test` (validation at any input size),
-:mod:`skd_basicsr.platform.accumulation` (gradient accumulation),
+:mod:`skd_basicsr.platform.accumulation` (gradient accumulation), :mod:`skd_basicsr.platform.exact_resume`,
 :mod:`skd_basicsr.platform.data.preflight`. It knows nothing of distillation: the distillation declares its frozen
 teacher to the resume rule (:func:`skd_basicsr.platform.checkpoint.freeze_on_resume`).
 """
@@ -64,14 +64,15 @@ def recording_iteration(model):
 def changes():
     """The changes, as (owner, attribute, replacement, why); ``owner`` is a BasicSR module or class."""
     compat.alias_functional_tensor()  # before anything imports basicsr, which needs it
-    vgg_arch, base_model, sr_model, bsr_test, bsr_train, dist_util, file_client, bsr_options, paired = (
+    vgg_arch, base_model, sr_model, bsr_test, bsr_train, dist_util, file_client, bsr_options, paired, sampler, fetch = (
         compat.import_basicsr_quietly('basicsr.archs.vgg_arch', 'basicsr.models.base_model',
                                       'basicsr.models.sr_model', 'basicsr.test', 'basicsr.train',
                                       'basicsr.utils.dist_util', 'basicsr.utils.file_client', 'basicsr.utils.options',
-                                      'basicsr.data.paired_image_dataset'))
+                                      'basicsr.data.paired_image_dataset', 'basicsr.data.data_sampler',
+                                      'basicsr.data.prefetch_dataloader'))
     from skd_basicsr.platform import options
     from skd_basicsr.platform.data import preflight
-    from skd_basicsr.platform import accumulation, checkpoint, lr_scheduler, optim, padded_test
+    from skd_basicsr.platform import accumulation, checkpoint, exact_resume, lr_scheduler, optim, padded_test
 
     model = base_model.BaseModel
     dataset = paired.PairedImageDataset
@@ -98,6 +99,15 @@ def changes():
         (model, 'save_training_state', checkpoint.save_training_state,
          'written in place, a kill leaves a truncated state that --auto_resume picks up'),
         (model, 'load_network', checkpoint.load_network, 'a plain torch.load unpickles code'),
+        (model, 'resume_training', exact_resume.resuming_position(model.resume_training),
+         'BasicSR restarts the interrupted epoch from its first batch with fresh random states: another run'),
+        (model, 'validation', exact_resume.keeping_random_state(model.validation),
+         'validation must not change the training\'s random draws (a resumed run validates at other iterations)'),
+        (fetch.CPUPrefetcher, 'next', exact_resume.counting_next(fetch.CPUPrefetcher.next),
+         'the training state must say how many batches of the epoch were used'),
+        (fetch.CPUPrefetcher, 'reset', exact_resume.counting_reset(fetch.CPUPrefetcher.reset), 'the same, per epoch'),
+        (sampler.EnlargedSampler, '__iter__', exact_resume.skipping_iter(sampler.EnlargedSampler.__iter__),
+         'a resumed epoch goes on after the batches it used, with the random states it had'),
         (model, 'get_optimizer', optim.get_optimizer,
          'it knows only Adam; Restormer trains with AdamW and clips gradients; a non-finite gradient must not step '
          'NaN into the weights'),
