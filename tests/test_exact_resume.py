@@ -83,3 +83,41 @@ def test_without_the_position_the_resumed_run_is_another_run(tmp_path, monkeypat
     monkeypatch.setattr(exact_resume, 'resume_position', lambda opt, state: None)
     resumed = train(tmp_path, opt, 'resumed', kill_at=5, resume=True, monkeypatch=monkeypatch)
     assert any(not torch.equal(v, resumed['params'][k]) for k, v in whole['params'].items())
+
+
+class RandomDraws(torch.utils.data.Dataset):
+    """Each item is what the worker's Python and NumPy generators draw for it."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        import random
+
+        import numpy as np
+
+        return torch.tensor([random.random(), float(np.random.rand())])
+
+
+def epoch_draws(seed, epochs=2):
+    from basicsr.data import build_dataloader
+    from basicsr.data.data_sampler import EnlargedSampler
+
+    torch.manual_seed(seed)  # as BasicSR's set_random_seed seeds the main process
+    dataset = RandomDraws()
+    sampler = EnlargedSampler(dataset, 1, 0, 1)
+    loader = build_dataloader(dataset, {'phase': 'train', 'num_worker_per_gpu': 2, 'batch_size_per_gpu': 2},
+                              num_gpu=0, dist=False, sampler=sampler, seed=seed)
+    draws = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        draws.append(torch.cat([batch for batch in loader]))
+    return draws
+
+
+def test_loader_workers_draw_anew_every_epoch_and_alike_for_one_seed():
+    first, second = epoch_draws(seed=10)
+    assert not torch.equal(first, second)  # BasicSR's seeds gave every epoch the same crops and noise
+    again = epoch_draws(seed=10)
+    assert torch.equal(first, again[0]) and torch.equal(second, again[1])
+    assert not torch.equal(first, epoch_draws(seed=11)[0])

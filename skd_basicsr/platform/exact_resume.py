@@ -13,7 +13,9 @@ data than the run it continues. Three additions make it the same run, for every 
   state (:func:`skipping_iter`); the next batch is then the one the uninterrupted run fetched.
 
 Validation runs with its own copy of the random states (:func:`keeping_random_state`), so that validating (which a
-resumed run does at other iterations) never changes the training's randomness.
+resumed run does at other iterations) never changes the training's randomness. Loader workers seed Python's and
+NumPy's generators from the seed torch gives each worker (:func:`worker_init_fn`), which follows the epoch and the
+rank: BasicSR's seeds them from the worker and rank alone, so every epoch repeated the same crops, flips and noise.
 
 What is exact: on the CPU, in one process or under DDP, with ``num_worker_per_gpu: 0`` and the CPU prefetcher, a
 resumed run computes what the uninterrupted one computes (tested bit for bit). With loader workers, each worker seeds
@@ -155,6 +157,18 @@ def keeping_random_state(validation):
             return validation(self, *args, **kwargs)
 
     return validation_
+
+
+def worker_init_fn(worker_id, num_workers, rank, seed):
+    """BasicSR's ``worker_init_fn`` (same arguments) with a seed that changes every epoch.
+
+    torch gives each worker ``base_seed + worker_id``, ``base_seed`` drawn from the main process's generator (seeded
+    with ``manual_seed`` + rank) when the epoch's iterator is made; Python's and NumPy's generators in the worker are
+    seeded from it, so they are reproducible from the run's seed and differ between epochs, workers and ranks.
+    """
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
 
 
 def resuming_position(resume_training):

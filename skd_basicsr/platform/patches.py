@@ -64,12 +64,12 @@ def recording_iteration(model):
 def changes():
     """The changes, as (owner, attribute, replacement, why); ``owner`` is a BasicSR module or class."""
     compat.alias_functional_tensor()  # before anything imports basicsr, which needs it
-    vgg_arch, base_model, sr_model, bsr_test, bsr_train, dist_util, file_client, bsr_options, paired, sampler, fetch = (
-        compat.import_basicsr_quietly('basicsr.archs.vgg_arch', 'basicsr.models.base_model',
-                                      'basicsr.models.sr_model', 'basicsr.test', 'basicsr.train',
-                                      'basicsr.utils.dist_util', 'basicsr.utils.file_client', 'basicsr.utils.options',
-                                      'basicsr.data.paired_image_dataset', 'basicsr.data.data_sampler',
-                                      'basicsr.data.prefetch_dataloader'))
+    (vgg_arch, base_model, sr_model, bsr_test, bsr_train, dist_util, file_client, bsr_options, paired, sampler, fetch,
+     bsr_data) = compat.import_basicsr_quietly(
+         'basicsr.archs.vgg_arch', 'basicsr.models.base_model', 'basicsr.models.sr_model', 'basicsr.test',
+         'basicsr.train', 'basicsr.utils.dist_util', 'basicsr.utils.file_client', 'basicsr.utils.options',
+         'basicsr.data.paired_image_dataset', 'basicsr.data.data_sampler', 'basicsr.data.prefetch_dataloader',
+         'basicsr.data')
     from skd_basicsr.platform import options
     from skd_basicsr.platform.data import preflight
     from skd_basicsr.platform import accumulation, checkpoint, exact_resume, lr_scheduler, optim, padded_test
@@ -108,6 +108,8 @@ def changes():
         (fetch.CPUPrefetcher, 'reset', exact_resume.counting_reset(fetch.CPUPrefetcher.reset), 'the same, per epoch'),
         (sampler.EnlargedSampler, '__iter__', exact_resume.skipping_iter(sampler.EnlargedSampler.__iter__),
          'a resumed epoch goes on after the batches it used, with the random states it had'),
+        (bsr_data, 'worker_init_fn', exact_resume.worker_init_fn,
+         'it seeds each loader worker from its id and rank alone: every epoch repeated the same random crops'),
         (model, 'get_optimizer', optim.get_optimizer,
          'it knows only Adam; Restormer trains with AdamW and clips gradients; a non-finite gradient must not step '
          'NaN into the weights'),
