@@ -83,16 +83,19 @@ def test_a_nan_gradient_behind_a_finite_loss_stops_before_the_step(model_type, t
 @pytest.mark.parametrize('model_type', sorted(MODELS))
 def test_a_nan_gradient_is_skipped_with_nothing_moved_and_the_run_goes_on(model_type, tmp_path):
     opt = MODELS[model_type](tmp_path)
-    opt['train']['skip_nonfinite'] = True
+    opt['train'].update(skip_nonfinite=True, ema_decay=0.5)
     model = build_model(opt)
     model.feed_data(noisy_batch())
     model.optimize_parameters(1)
     handle = nan_gradient_hook(model)
     before = snapshot(model)
+    ema_before = copy.deepcopy(model.net_g_ema.state_dict())
     model.feed_data(noisy_batch(seed=1))
     with basicsr_log() as records:
         model.optimize_parameters(2)
     assert_unchanged(model, before)
+    for name, value in model.net_g_ema.state_dict().items():  # the EMA does not move after a skipped step either
+        assert torch.equal(value, ema_before[name]), name
     assert 'iter 2: non-finite gradient (total norm nan); step skipped on every rank (train.skip_nonfinite).' in records
     assert model.skipped_in_a_row == 1
     handle.remove()

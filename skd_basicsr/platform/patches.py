@@ -56,9 +56,23 @@ def recording_iteration(model):
     @functools.wraps(optimize)
     def optimize_parameters(current_iter, *args, **kwargs):
         model.current_iter = current_iter
+        model.skipped_step = False  # set by a guard that skips this iteration's step
         return optimize(current_iter, *args, **kwargs)
 
     model.optimize_parameters = optimize_parameters
+
+
+def skipping_ema_of_skipped_steps(model_ema):
+    """``BaseModel.model_ema`` that does nothing after a step the non-finite guard skipped: a skipped step moves no
+    weight, the EMA's included."""
+
+    @functools.wraps(model_ema)
+    def model_ema_(self, *args, **kwargs):
+        if getattr(self, 'skipped_step', False):
+            return None
+        return model_ema(self, *args, **kwargs)
+
+    return model_ema_
 
 
 def changes():
@@ -99,6 +113,8 @@ def changes():
         (model, 'save_training_state', checkpoint.save_training_state,
          'written in place, a kill leaves a truncated state that --auto_resume picks up'),
         (model, 'load_network', checkpoint.load_network, 'a plain torch.load unpickles code'),
+        (model, 'model_ema', skipping_ema_of_skipped_steps(model.model_ema),
+         'SRModel updates the EMA after every call of the step, also one the non-finite guard skipped'),
         (model, 'resume_training', exact_resume.resuming_position(model.resume_training),
          'BasicSR restarts the interrupted epoch from its first batch with fresh random states: another run'),
         (model, 'validation', exact_resume.keeping_random_state(model.validation),
