@@ -75,6 +75,7 @@ def test_bound_caps_each_negative_distance_at_the_positives_and_stops_the_push()
     ({'negatives': ['input', 'input']}, r"negatives \['input', 'input'\] is not allowed"),
     ({'bound': 'margin'}, r"bound 'margin' is not one of \('none', 'positive'\)"),
     ({'lag_decay': 1.0}, r'lag_decay must be a number in \[0, 1\), got 1.0'),
+    ({'lag_warmup_iter': -1}, r'lag_warmup_iter must be an integer >= 0, got -1'),
 ])
 def test_contrast_options_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -111,7 +112,7 @@ def test_batch_negative_is_the_teachers_output_for_another_image(tmp_path):
 
 
 def test_lagged_negative_follows_the_student_with_its_decay(tmp_path):
-    model = contrast_model(tmp_path, negatives=['lagged'], lag_decay=0.9)
+    model = contrast_model(tmp_path, negatives=['lagged'], lag_decay=0.9, lag_warmup_iter=0)
     lag = {k: v.clone() for k, v in model.net_lag.state_dict().items()}
     student = {k: v.clone() for k, v in model.net_g.state_dict().items()}
     assert all(torch.equal(lag[k], student[k]) for k in lag)  # starts as the student
@@ -133,11 +134,32 @@ def test_lagged_negative_follows_the_student_with_its_decay(tmp_path):
     saved = torch.load(os.path.join(model.opt['path']['models'], 'net_g_1.pth'), weights_only=True)['params']
     assert saved.keys() == model.net_g.state_dict().keys()
     state = torch.load(os.path.join(model.opt['path']['training_states'], '1.state'), weights_only=True)
-    resumed = contrast_model(tmp_path / 'resumed', negatives=['lagged'], lag_decay=0.9)
+    resumed = contrast_model(tmp_path / 'resumed', negatives=['lagged'], lag_decay=0.9, lag_warmup_iter=0)
     resumed.resume_training(state)  # a resumed run goes on with the lagging student, not a fresh copy
     for name, value in model.net_lag.state_dict().items():
         assert torch.equal(resumed.net_lag.state_dict()[name], value)
     assert any(not torch.equal(resumed.net_lag.state_dict()[k], v) for k, v in resumed.net_g.state_dict().items())
+
+
+def test_the_lagged_negative_waits_for_its_warmup_instead_of_a_ratio_over_zero(tmp_path):
+    model = contrast_model(tmp_path, negatives=['lagged'], lag_decay=0.99, lag_warmup_iter=2)
+    logged = []
+    for it in (1, 2, 3):
+        model.feed_data(noisy_batch(seed=it))
+        model.optimize_parameters(it)
+        logged.append(float(model.log_dict['l_cl']))
+    # before the warm-up ends the lagging average is the student itself: d(anchor, negative) is about 0 and the
+    # ratio was about d_pos / 1e-7; now L_CL waits, then counts at a finite, ordinary size
+    assert logged[:2] == [0.0, 0.0]
+    assert 0 < logged[2] < 1e3
+
+
+def test_the_batch_negative_is_refused_when_a_progressive_stage_has_a_mini_batch_of_one(tmp_path):
+    opt = study_opt(tmp_path, negatives=['batch'])
+    opt['train']['progressive'] = {'iters': [2, 2], 'gt_sizes': [16, 8], 'mini_batch_sizes': [2, 1]}
+    with pytest.raises(OptionError, match=r'negatives: batch takes another image of the batch, but '
+                                          r'train.progressive.mini_batch_sizes gives stage 2 a mini-batch of 1'):
+        build_model(opt)
 
 
 @pytest.mark.parametrize('negatives', [['lagged', 'batch'], ['batch']])

@@ -31,10 +31,13 @@ class StudySKDContrastiveLoss(SKDContrastiveLoss):
             Default: 'none'.
         lag_decay (float): Decay of the lagging student average that makes the 'lagged' negative, in [0, 1)
             (kept by StudySKDModel, updated after every step). Default: 0.99.
+        lag_warmup_iter (int): Iterations before the 'lagged' negative is used: until then the average is still about
+            the student itself (StudySKDModel leaves it out, and L_CL is not computed if it is the only negative).
+            Default: 100.
         **kwargs: The options of :class:`SKDContrastiveLoss`.
     """
 
-    def __init__(self, negatives=('input', ), bound='none', lag_decay=0.99, **kwargs):
+    def __init__(self, negatives=('input', ), bound='none', lag_decay=0.99, lag_warmup_iter=100, **kwargs):
         super().__init__(**kwargs)
         negatives = [negatives] if isinstance(negatives, str) else list(negatives or [])
         if not negatives or any(n not in NEGATIVES for n in negatives) or len(set(negatives)) != len(negatives):
@@ -44,7 +47,10 @@ class StudySKDContrastiveLoss(SKDContrastiveLoss):
             raise ValueError(f'SKDContrastiveLoss: bound {bound!r} is not one of {BOUNDS}.')
         if isinstance(lag_decay, bool) or not isinstance(lag_decay, (int, float)) or not 0 <= lag_decay < 1:
             raise ValueError(f'SKDContrastiveLoss: lag_decay must be a number in [0, 1), got {lag_decay!r}.')
+        if isinstance(lag_warmup_iter, bool) or not isinstance(lag_warmup_iter, int) or lag_warmup_iter < 0:
+            raise ValueError(f'SKDContrastiveLoss: lag_warmup_iter must be an integer >= 0, got {lag_warmup_iter!r}.')
         self.negatives = tuple(negatives)
+        self.lag_warmup_iter = lag_warmup_iter
         self.bound = bound
         self.lag_decay = float(lag_decay)
 

@@ -34,13 +34,21 @@ class StudySKDModel(SKDModel):
         self.net_lag = self.build_lagged_student()
 
     def check_batch_negative(self):
-        """L_CL's ``batch`` negative takes another image of the batch: refuse a batch of one before training."""
+        """L_CL's ``batch`` negative takes another image of the batch: refuse a batch of one before training, the
+        progressive stages' mini-batches included (a stage of one would stop the run when it begins, days in)."""
         if 'batch' not in self.negative_names():
             return
         batch = self.opt.get('datasets', {}).get('train', {}).get('batch_size_per_gpu')
         if batch is not None and batch < 2:
             raise OptionError('train.contrast_opt.negatives: batch takes another image of the batch, but '
                               f'datasets.train.batch_size_per_gpu is {batch}; use 2 or more, or drop batch.')
+        minis = list((self.opt['train'].get('progressive') or {}).get('mini_batch_sizes') or [])
+        small = [(stage + 1, size) for stage, size in enumerate(minis) if size < 2]
+        if small:
+            stage, size = small[0]
+            raise OptionError('train.contrast_opt.negatives: batch takes another image of the batch, but '
+                              f'train.progressive.mini_batch_sizes gives stage {stage} a mini-batch of {size}; use '
+                              'mini-batches of 2 or more, or drop batch.')
 
     def negative_names(self):
         return self.cri_contrast.negatives if self.cri_contrast else ()
@@ -83,7 +91,10 @@ class StudySKDModel(SKDModel):
         """The negatives of ``contrast_opt.negatives``, in that order.
 
         * ``input``: the product's (:meth:`SKDModel.contrast_negatives`);
-        * ``lagged``: the lagging student average's output on the input (one more student forward, no gradient);
+        * ``lagged``: the lagging student average's output on the input (one more student forward, no gradient),
+          from iteration ``contrast_opt.lag_warmup_iter`` on: before it the average has barely left the student,
+          the distance to it is about 0 and the ratio about ``d_pos / eps`` (2.3e5 at the first step of the tests' tiny run),
+          finite, so no guard fires, and Adam's second moments stay inflated for thousands of steps;
         * ``batch``: the teacher's output for the next image of the batch (rolled by one), a restored image of other
           content.
         """
@@ -93,6 +104,8 @@ class StudySKDModel(SKDModel):
                 images, recorded = super().contrast_negatives(feats_t)
                 negatives += images
                 feats += recorded
+                continue
+            if name == 'lagged' and getattr(self, 'current_iter', 0) <= self.cri_contrast.lag_warmup_iter:
                 continue
             with torch.no_grad():
                 if name == 'lagged':

@@ -192,7 +192,9 @@ class SKDModel(SRModel):
         with torch.no_grad(), self.taps_t.recording() as feats_t:
             self.output_t = self.net_t(self.lq)
         contrast = None
-        if self.cri_contrast and scale > 0:
+        # L_CL's negatives (a subclass may have none yet: then L_CL is not computed)
+        images, recorded = self.contrast_negatives(feats_t) if self.cri_contrast and scale > 0 else ([], [])
+        if images:
             # pass 3: L_CL's feature space on the student's output, with gradient to the student
             anchor = self.contrast_space(self.output)
             with torch.no_grad():
@@ -200,7 +202,7 @@ class SKDModel(SRModel):
                 positives = [self.contrast_space(img) for img in self.cri_contrast.positives(self.output_t, self.gt)]
                 # pass 5: ... on the negatives whose features pass 2 did not record
                 negatives = [self.contrast_space(img) if feats is None else feats
-                             for img, feats in zip(*self.contrast_negatives(feats_t))]
+                             for img, feats in zip(images, recorded)]
             contrast = (anchor, positives, negatives)
 
         terms = self.loss_terms(feats_s, feats_t, contrast, scale)
