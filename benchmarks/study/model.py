@@ -92,9 +92,9 @@ class StudySKDModel(SKDModel):
 
         * ``input``: the product's (:meth:`SKDModel.contrast_negatives`);
         * ``lagged``: the lagging student average's output on the input (one more student forward, no gradient),
-          from iteration ``contrast_opt.lag_warmup_iter`` on: before it the average has barely left the student,
-          the distance to it is about 0 and the ratio about ``d_pos / eps`` (2.3e5 at the first step of the tests' tiny run),
-          finite, so no guard fires, and Adam's second moments stay inflated for thousands of steps;
+          after iteration ``contrast_opt.lag_warmup_iter``: before it the average has barely left the student, the
+          distance to it is about 0 and the ratio about ``d_pos / eps`` (2.3e5 at the first step of the tests' tiny
+          run), finite, so no guard fires, and Adam's second moments stay inflated for thousands of steps;
         * ``batch``: the teacher's output for the next image of the batch (rolled by one), a restored image of other
           content.
         """
