@@ -19,9 +19,10 @@ rank: BasicSR's seeds them from the worker and rank alone, so every epoch repeat
 
 What is exact: on the CPU, in one process, with ``num_worker_per_gpu: 0`` and the CPU prefetcher, a resumed run
 computes what the uninterrupted one computes (tested bit for bit, and by ``benchmarks/soak.py``). Under DDP every rank
-saves and restores its own states and position by the same mechanism; that is not yet tested bit for bit. With loader workers, each worker seeds
-its generators from the loader's base seed, the epoch and the rank; a resumed epoch's workers start from a new base
-seed, so the batches are the same images in the same order but their random crops and noise differ. The CUDA
+saves and restores its own states and position by the same mechanism; that is not yet tested bit for bit. With
+loader workers, each worker seeds its generators from the loader's base seed, the epoch and the rank; a resumed
+epoch's workers start from a new base seed, so the batches are the same images in the same order but their random
+crops and noise differ. The CUDA
 prefetcher fetches one batch ahead, so its position is one batch off; CUDA kernels are exact only with
 ``torch.use_deterministic_algorithms``.
 """
