@@ -260,6 +260,8 @@ def latency_rows(opt, sizes, repeats):
 
 def write_report(path, args, opt, batch_shape, medians, all_times, macs, teacher_medians, losses, rel, rows,
                  minutes):
+    """Write this run's section at the top of ``path``, keeping the sections already there (earlier runs, the soak)."""
+    path_text = open(path).read() if osp.isfile(path) else ''
     m = medians
     lines = [f'## SKD iteration and inference benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}', '',
              f'Command: `python benchmarks/bench_skd.py {" ".join(shlex.quote(a) for a in sys.argv[1:])}`', '',
@@ -320,8 +322,14 @@ def write_report(path, args, opt, batch_shape, medians, all_times, macs, teacher
               '141 G quoted for Restormer at 256^2); `basicsr flops` also gives them with the matmuls.', '']
     text = '\n'.join(lines)
     with open(path, 'w') as f:
-        f.write(text)
+        f.write(text + kept_sections(path_text))
     print(text)
+
+
+def kept_sections(text):
+    """The ``## `` sections of an existing report, to follow the new one (nothing when there are none)."""
+    start = text.find('## ')
+    return '' if start < 0 else '\n' + text[start:]
 
 
 def net_text(network):

@@ -91,3 +91,11 @@ def test_a_failing_section_leaves_the_others_and_exit_status_1(tmp_path):
     assert code == 1
     assert 'FAILED sections: iteration, latency, bf16.' in text
     assert re.search(r'^\| global \| float32 \|.*\| yes \|$', text, re.MULTILINE)  # mca needs no option file
+
+
+def test_the_cost_benchmark_keeps_the_sections_already_in_its_report():
+    """bench_skd.py writes its run at the top of RESULTS.md and keeps the earlier runs and the soak below it."""
+    kept = bench_skd.kept_sections('## SKD iteration and inference benchmark, 2026-11-26\n\n| a |\n\n## Soak: exact '
+                                   'resume after 10 SIGKILLs\n\n- bit-identical\n')
+    assert kept.startswith('\n## SKD iteration and inference benchmark, 2026-11-26') and '## Soak' in kept
+    assert bench_skd.kept_sections('') == '' and bench_skd.kept_sections('no section') == ''
