@@ -227,3 +227,13 @@ def test_refusals_say_what_is_wrong_before_anything_is_written(case, message, tm
     with pytest.raises(Exception, match=message):
         from skd_basicsr.tools.distill import build_parser, run
         run(build_parser().parse_args(['-opt', option_file, '--teacher', weights, '--out', str(out), *args]))
+
+
+def test_a_student_with_other_input_channels_is_refused(tmp_path, capsys):
+    option_file, weights = training_file(tmp_path, 'EDSR')
+    gray = {'type': 'SRVGGNetCompact', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 8, 'num_conv': 2, 'upscale': 4}
+    student_file = write_options(tmp_path / 'gray.yml', {'network_g': gray})
+    out = tmp_path / 'SKD.yml'
+    assert distill_main(['-opt', option_file, '--teacher', weights, '--student', student_file, '--out', str(out)]) == 2
+    assert 'the student takes 1 input channels, the teacher 3.' in capsys.readouterr().err
+    assert not out.exists()
