@@ -91,7 +91,7 @@ def case_options(opt):
 
 def ships_spatial_forms(opt):
     """Whether the option file chooses a cheap spatial form anywhere (in feature_opt or on a distilled pair)."""
-    from skd_basicsr.distill.skd_model import SPATIAL_FORM_KEYS
+    from skd_basicsr.distill.distill_options import SPATIAL_FORM_KEYS
 
     pairs = [p for p in opt['distill']['features'] if isinstance(p, dict)]
     return any(key in opt['train']['feature_opt'] or any(key in p for p in pairs) for key in SPATIAL_FORM_KEYS)
@@ -100,7 +100,7 @@ def ships_spatial_forms(opt):
 def with_windows(model_opt, windows):
     """A copy of ``model_opt`` in which distilled pair i takes the spatial window ``windows[i]`` (None: the exact
     global form), every spatial form of the option file removed."""
-    from skd_basicsr.distill.skd_model import SPATIAL_FORM_KEYS
+    from skd_basicsr.distill.distill_options import SPATIAL_FORM_KEYS
 
     model_opt = deepcopy(model_opt)
     for key in SPATIAL_FORM_KEYS:

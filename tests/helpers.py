@@ -1,4 +1,5 @@
 """Tiny data and option files for the tests: everything is made on the fly, nothing is downloaded."""
+import contextlib
 import logging
 import os
 import subprocess
@@ -145,22 +146,30 @@ def noisy_batch(seed=0, size=16):
     return {'lq': (gt + 0.1 * torch.randn(2, 3, size, size, generator=g)), 'gt': gt}
 
 
-def train_here(option_file, cwd, monkeypatch):
-    """`basicsr train -opt option_file` in this process (the import of torch, torchvision and basicsr is most of a
-    small run's time), with BasicSR's log collected: returns (exit status, log text)."""
+@contextlib.contextmanager
+def basicsr_log():
+    """The messages BasicSR's logger gets inside the block, at INFO as train_pipeline sets it (it does not propagate
+    to pytest's caplog, and an earlier build_network may have made the logger at another level)."""
     records = []
     handler = logging.Handler()
     handler.emit = lambda record: records.append(record.getMessage())
     logger = logging.getLogger('basicsr')
     level = logger.level
-    logger.setLevel(logging.INFO)  # as train_pipeline sets it, unless an earlier build_network made the logger first
+    logger.setLevel(logging.INFO)
     logger.addHandler(handler)
-    monkeypatch.chdir(cwd)
     try:
-        from skd_basicsr import cli
-
-        status = cli.main(['train', '-opt', option_file])
+        yield records
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def train_here(option_file, cwd, monkeypatch):
+    """`basicsr train -opt option_file` in this process (the import of torch, torchvision and basicsr is most of a
+    small run's time), with BasicSR's log collected: returns (exit status, log text)."""
+    from skd_basicsr import cli
+
+    monkeypatch.chdir(cwd)
+    with basicsr_log() as records:
+        status = cli.main(['train', '-opt', option_file])
     return status, '\n'.join(records)

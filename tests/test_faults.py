@@ -1,8 +1,6 @@
 """Faults a long run meets (issue 22): a non-finite gradient behind a finite loss, steps skipped forever, a crash
 that leaves the newest training state empty or truncated, and checkpoints that must reach the disk."""
-import contextlib
 import copy
-import logging
 import os
 
 import pytest
@@ -14,7 +12,7 @@ from skd_basicsr.platform import checkpoint
 from skd_basicsr.platform.checkpoint import load_resume_state
 from skd_basicsr.platform.errors import OptionError
 
-from helpers import noisy_batch, ridnet_options, skd_model_opt, write_noisy_pairs
+from helpers import basicsr_log, noisy_batch, ridnet_options, skd_model_opt, write_noisy_pairs
 
 
 def sr_model_opt(tmp_path):
@@ -31,20 +29,6 @@ def sr_model_opt(tmp_path):
 
 
 MODELS = {'SRModel': sr_model_opt, 'SKDModel': skd_model_opt}
-
-
-@contextlib.contextmanager
-def basicsr_log():
-    """The messages BasicSR's logger gets inside the block (it does not propagate to pytest's caplog)."""
-    records = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = logging.getLogger('basicsr')
-    logger.addHandler(handler)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
 
 
 def nan_gradient_hook(model):

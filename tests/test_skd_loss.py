@@ -261,13 +261,13 @@ LOSS_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize('opt', LOSS_OPTIONS)
-def test_loss_matches_naive_values_parts_and_student_gradients(opt):
+def assert_loss_matches_naive(loss_fn, **naive_opt):
+    """``loss_fn`` (an L_GK module) against :func:`naive_skd_loss` with ``naive_opt``, on two levels: the value, the
+    parts and the students' gradients."""
     shapes = [(2, 4, 6, 6), (2, 12, 3, 3)]
     pairs = [features(shape, seed=10 + i) for i, shape in enumerate(shapes)]
-    naive_opt = {k: v for k, v in opt.items() if k != 'chunk_size'}
     students = [s.clone().requires_grad_() for s, _ in pairs]
-    loss, parts = SKDFeatureLoss(**opt)([s for s in students], [t for _, t in pairs])
+    loss, parts = loss_fn([s for s in students], [t for _, t in pairs])
     loss.backward()
     ref_students = [s.clone().requires_grad_() for s, _ in pairs]
     ref_loss, ref_parts = naive_skd_loss(ref_students, [t for _, t in pairs], **naive_opt)
@@ -278,6 +278,11 @@ def test_loss_matches_naive_values_parts_and_student_gradients(opt):
         torch.testing.assert_close(parts[key], ref_parts[key].detach(), rtol=1e-9, atol=1e-12)
     for mine, ref in zip(students, ref_students):
         torch.testing.assert_close(mine.grad, ref.grad, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize('opt', LOSS_OPTIONS)
+def test_loss_matches_naive_values_parts_and_student_gradients(opt):
+    assert_loss_matches_naive(SKDFeatureLoss(**opt), **{k: v for k, v in opt.items() if k != 'chunk_size'})
 
 
 def test_per_sample_weight_is_a_weighted_mean_or_sum():

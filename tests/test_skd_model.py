@@ -14,7 +14,7 @@ from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.distill import SKDContrastiveLoss, SKDFeatureLoss
 
 from helpers import noisy_batch as batch
-from helpers import run_cli, save_teacher, tiny_restormer, write_options
+from helpers import basicsr_log, run_cli, save_teacher, tiny_restormer, write_options
 from helpers import skd_model_opt as make_opt
 
 
@@ -215,26 +215,14 @@ def test_vgg19_without_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_first_validation_reports_the_teacher(tmp_path):
-    import logging
-
     from basicsr.data import build_dataloader, build_dataset
     opt = make_opt(tmp_path)
     model = build_model(opt)
     loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0, dist=False)
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = logging.getLogger('basicsr')  # it does not propagate to pytest's caplog
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)  # as train_pipeline sets it up
-    try:
+    with basicsr_log() as records:
         model.validation(loader, 1, None, False)
         model.validation(loader, 2, None, False)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    teacher_lines = [r.getMessage() for r in records if 'Teacher (network_t) on tiny_val' in r.getMessage()]
+    teacher_lines = [r for r in records if 'Teacher (network_t) on tiny_val' in r]
     assert len(teacher_lines) == 1 and '# psnr:' in teacher_lines[0]
 
 

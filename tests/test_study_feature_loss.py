@@ -13,7 +13,8 @@ import skd_basicsr  # noqa: F401  (applies compat, registers the product's losse
 from benchmarks.study.feature_loss import StudySKDFeatureLoss, mca_channel_affinity
 from skd_basicsr.distill import SKDFeatureLoss, mca_channel
 
-from test_skd_loss import assert_same_values_and_grads, features, naive_mca_channel, naive_skd_loss
+from test_skd_loss import (assert_loss_matches_naive, assert_same_values_and_grads, features, naive_mca_channel,
+                           naive_skd_loss)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -57,23 +58,8 @@ def study_pairs():
     },
 ])
 def test_loss_matches_naive_values_parts_and_student_gradients(opt):
-    shapes = [(2, 4, 6, 6), (2, 12, 3, 3)]
-    pairs = [features(shape, seed=10 + i) for i, shape in enumerate(shapes)]
     naive_opt = {k: v for k, v in opt.items() if k != 'channel_affinity'}
-    students = [s.clone().requires_grad_() for s, _ in pairs]
-    loss, parts = StudySKDFeatureLoss(**opt)([s for s in students], [t for _, t in pairs])
-    loss.backward()
-    ref_students = [s.clone().requires_grad_() for s, _ in pairs]
-    ref_loss, ref_parts = naive_skd_loss(ref_students, [t for _, t in pairs],
-                                         naive_channel=naive_mca_channel_cosine,
-                                         **naive_opt)
-    ref_loss.backward()
-    torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-9, atol=1e-12)
-    assert list(parts) == list(ref_parts)
-    for key in parts:
-        torch.testing.assert_close(parts[key], ref_parts[key].detach(), rtol=1e-9, atol=1e-12)
-    for mine, ref in zip(students, ref_students):
-        torch.testing.assert_close(mine.grad, ref.grad, rtol=1e-7, atol=1e-10)
+    assert_loss_matches_naive(StudySKDFeatureLoss(**opt), naive_channel=naive_mca_channel_cosine, **naive_opt)
 
 
 @pytest.mark.parametrize('temperature', ['auto', 0.3, 5.0])

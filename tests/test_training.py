@@ -1,6 +1,5 @@
 """Optimizers, schedulers, clipping and progressive patches (skd_basicsr/platform/optim.py, lr_scheduler.py,
 progressive.py), on a real BasicSR SRModel with tiny BasicSR nets."""
-import logging
 import math
 import random
 
@@ -15,6 +14,8 @@ from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.platform.lr_scheduler import CosineAnnealingRestartCyclicLR, cyclic_cosine_lr
 from skd_basicsr.platform.optim import grad_clip_norm
 from skd_basicsr.platform.progressive import ProgressivePatches
+
+from helpers import basicsr_log
 
 RECIPE_SCHEDULER = {'type': 'CosineAnnealingRestartCyclicLR', 'periods': [92000, 208000], 'restart_weights': [1, 1],
                     'eta_mins': [3e-4, 1e-6]}
@@ -213,16 +214,8 @@ EXPECTED_STAGES = [(1, 16, 4), (2, 16, 4), (3, 24, 2), (5, 24, 2), (6, 32, 1), (
 
 @pytest.fixture
 def progress_log():
-    records = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = logging.getLogger('basicsr')
-    level = logger.level
-    logger.setLevel(logging.INFO)  # as train_pipeline sets it when it opens the log file
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    with basicsr_log() as records:
+        yield records
 
 
 def test_progressive_crops_at_the_stage_boundaries(tmp_path, progress_log):

@@ -104,16 +104,18 @@ def _select(per_stage):
     return _evenly(ordered, MAX_PAIRS)
 
 
-def pair_features(student, teacher, probe):
+def pair_features(student, teacher, probe, with_sizes=False):
     """The feature pairs of ``student`` and ``teacher`` (see the module's docstring).
 
     Args:
         student (nn.Module): The student network.
         teacher (nn.Module): The teacher network.
         probe (Tensor): An input both networks take (:meth:`NetworkSpec.probe`).
+        with_sizes (bool): Return each pair with its (h, w) on the probe. Default: False.
 
     Returns:
-        list[dict]: ``{'student': NAME, 'teacher': NAME}`` in forward order, as ``distill.features`` takes them.
+        list[dict] | list[tuple[dict, tuple]]: ``{'student': NAME, 'teacher': NAME}`` in forward order, as
+        ``distill.features`` takes them (with their sizes when asked).
 
     Raises:
         ValueError: When no pair of equal spatial size exists.
@@ -136,7 +138,8 @@ def pair_features(student, teacher, probe):
         raise ValueError(f'no block of {type(student).__name__} has the spatial size of a block of '
                          f'{type(teacher).__name__} on a {tuple(probe.shape[-2:])} input; name the pairs yourself in '
                          '`distill.features`.')
-    return [{'student': s, 'teacher': t} for s, t in pairs]
+    found = [{'student': s, 'teacher': t} for s, t in pairs]
+    return [(pair, shapes_t[pair['teacher']][-2:]) for pair in found] if with_sizes else found
 
 
 def _cross_family(blocks_s, blocks_t, shapes_s, shapes_t):

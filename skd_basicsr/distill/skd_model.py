@@ -22,7 +22,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn import functional as F
 
 from skd_basicsr.distill.adapters import adapters_for_pairs
-from skd_basicsr.distill.distill_options import SPATIAL_FORM_KEYS, parse_distill_options  # noqa: F401
+from skd_basicsr.distill.distill_options import parse_distill_options
 from skd_basicsr.distill.feature_space import teacher_feature_space
 from skd_basicsr.distill.taps import FeatureTaps
 from skd_basicsr.distill.teacher import build_frozen_teacher, teacher_metrics

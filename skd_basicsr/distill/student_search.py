@@ -13,10 +13,11 @@ the rule of :func:`choose` picks one:
   those timed within the target). A student's latency ratio is rarely below its MACs ratio, which is why only those
   are timed.
 """
-import inspect
 from dataclasses import dataclass, field
 
+from skd_basicsr.platform.cost import count_params
 from skd_basicsr.platform.errors import OptionError
+from skd_basicsr.platform.network_spec import arch_defaults
 
 WIDTHS = (1, 7 / 8, 3 / 4, 5 / 8, 1 / 2, 3 / 8, 1 / 4)
 DEPTHS = (1, 3 / 4, 1 / 2, 1 / 4)
@@ -42,11 +43,8 @@ def _scaled(value, factor, multiple=1):
 
 
 def _defaults(net_opt):
-    """The teacher's options completed with its architecture's defaults (from the class in BasicSR's registry)."""
-    from basicsr.utils.registry import ARCH_REGISTRY
-
-    params = inspect.signature(ARCH_REGISTRY.get(net_opt['type'])).parameters
-    return dict({k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}, **net_opt)
+    """The teacher's options completed with its architecture's defaults."""
+    return dict(arch_defaults(net_opt['type']), **net_opt)
 
 
 @register_space('Restormer')
@@ -117,20 +115,16 @@ def candidates(teacher):
     if family not in SPACES:
         raise OptionError(f'no student search for {family}: the families with one are {", ".join(sorted(SPACES))}. '
                           'Give the student yourself with --student FILE (any BasicSR network).')
-    teacher_params = _count(build_network(dict(teacher)))
+    teacher_params = count_params(build_network(dict(teacher)))
     seen, found = [], []
     for options in SPACES[family](teacher):
         if options in seen:
             continue
         seen.append(options)
-        params = _count(build_network(dict(options)))
+        params = count_params(build_network(dict(options)))
         if params < teacher_params:
             found.append(Candidate(options, params, {'params': params / teacher_params}))
     return sorted(found, key=lambda c: -c.params)
-
-
-def _count(net):
-    return sum(p.numel() for p in net.parameters())
 
 
 def measure(candidates, teacher, what, size=(256, 256), repeats=3, budget=None):

@@ -59,10 +59,15 @@ def fsync_folder(folder):
         os.close(fd)
 
 
+def nonfinite_tensors(state_dict):
+    """Names of the floating-point tensors of ``state_dict`` that hold NaN or infinity."""
+    return [k for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point() and
+            not torch.isfinite(v).all()]
+
+
 def check_finite(state_dict, what):
     """Raise when a state_dict holds NaN or infinity: such a checkpoint must never replace a good one."""
-    bad = [k for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point() and
-           not torch.isfinite(v).all()]
+    bad = nonfinite_tensors(state_dict)
     if bad:
         raise FloatingPointError(f'Not writing {what}: {len(bad)} tensor(s) hold NaN or infinity, first {bad[:3]}.')
 
@@ -87,21 +92,17 @@ def save_network(self, net, net_label, current_iter, param_key='params'):
     if len(nets) != len(keys):
         raise ValueError(f'{len(nets)} networks but {len(keys)} param keys.')
     states = [_strip_ddp_prefix(self.get_bare_model(net_).state_dict()) for net_ in nets]
-    distributed = self.opt.get('dist', False)
-    if distributed:
-        finite = all(not torch.is_tensor(v) or not v.is_floating_point() or torch.isfinite(v).all()
-                     for state in states for v in state.values())
-        if not finite_on_every_rank(torch.tensor(float(finite) if finite else float('nan')), True):
+    if self.opt.get('dist', False):
+        finite = not any(nonfinite_tensors(state) for state in states)
+        if not finite_on_every_rank(torch.tensor(1.0 if finite else float('nan')), True):
             raise FloatingPointError(f'Not writing {save_path}: the weights of {net_label} hold NaN or infinity on at '
                                      'least one rank; every rank stops, and the checkpoints written before are kept.')
+    else:
+        for state in states:
+            check_finite(state, save_path)
     if self.opt.get('rank', 0) != 0:
         return
-    save_dict = {}
-    for state, key in zip(states, keys):
-        state = {k: v.cpu() for k, v in state.items()}
-        check_finite(state, save_path)
-        save_dict[key] = state
-    atomic_torch_save(save_dict, save_path)
+    atomic_torch_save({key: {k: v.cpu() for k, v in state.items()} for state, key in zip(states, keys)}, save_path)
 
 
 def get_training_state(self, epoch, current_iter):

@@ -24,7 +24,7 @@ FIXED_MULTIPLES = {'Restormer': PAD_MULTIPLE}
 PROBE_SIDE = 64  # the dummy input's side is the first multiple of the size multiple that is at least this
 
 
-def _arch_defaults(net_type):
+def arch_defaults(net_type):
     """The architecture's keyword defaults from its class in BasicSR's registry ({} when it is not registered)."""
     from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -58,7 +58,7 @@ class NetworkSpec:
         """
         if not isinstance(net_opt, dict) or 'type' not in net_opt:
             raise OptionError(f'{where}: expected a mapping with a `type`, got {net_opt!r}.')
-        known = dict(_arch_defaults(net_opt['type']), **net_opt)
+        known = dict(arch_defaults(net_opt['type']), **net_opt)
         channels = next((known[k] for k in IN_CHANNEL_KEYS if k in known), DEFAULT_IN_CHANNELS)
         if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
             raise OptionError(f'{where} ({net_opt["type"]}): input channels {channels!r} are not an integer >= 1.')

@@ -15,7 +15,6 @@ logged) or stops the run before the step with the error of :func:`nonfinite_erro
 and the last good checkpoint. More than ``train.max_skipped_steps`` (default 100) skipped steps in a row stop the run
 too: a run that skips every step trains nothing.
 """
-import math
 import types
 
 import torch
@@ -101,7 +100,10 @@ def total_grad_norm(params, max_norm=None):
     grads = [p for p in params if p.grad is not None]
     if not grads:
         return None
-    return torch.nn.utils.clip_grad_norm_(grads, math.inf if max_norm is None else max_norm, foreach=True)
+    if max_norm is not None:
+        return torch.nn.utils.clip_grad_norm_(grads, max_norm, foreach=True)
+    # the norm alone: clip_grad_norm_ with an infinite bound would also multiply every gradient by 1
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in grads]))
 
 
 def attach_step_guard(optimizer, model, max_norm=None):

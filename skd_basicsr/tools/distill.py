@@ -22,6 +22,7 @@ import sys
 import textwrap
 from os import path as osp
 
+from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.tools import command_parser, run_command
 
 TERMS = ('recommended', 'skd', 'paper')
@@ -61,8 +62,6 @@ def main(argv=None):
 
 def check_training_file(opt, path):
     """Refuse a file that is not a BasicSR training file, or that distils already."""
-    from skd_basicsr.platform.errors import OptionError
-
     missing = [key for key in ('network_g', 'train') if not isinstance(opt.get(key), dict)]
     if missing or not isinstance((opt.get('datasets') or {}).get('train'), dict):
         raise OptionError(f'-opt {path} is not a BasicSR training file: it needs network_g, train and datasets.train '
@@ -94,22 +93,15 @@ def choose_student(args, teacher_opt):
     what = next(name for name in student_search.TARGETS if getattr(args, name) is not None)
     target = getattr(args, what)
     if not target > 0:
-        raise_option_error(f'--{what} {target}: give a ratio to the teacher above 0, e.g. 0.4.')
+        raise OptionError(f'--{what} {target}: give a ratio to the teacher above 0, e.g. 0.4.')
     found = student_search.candidates(teacher_opt)
     student_search.measure(found, teacher_opt, what, tuple(args.size), max(args.repeats, 1), budget=target)
     return student_search.choose(found, what, target).options, found, what, target
 
 
-def raise_option_error(message):
-    from skd_basicsr.platform.errors import OptionError
-
-    raise OptionError(message)
-
-
 def start_from_teacher(teacher_state, teacher_net, student_net, terms):
     """(whether the student starts from the teacher's weights, why): weight selection where it maps the pair."""
     from skd_basicsr.distill.weight_selection import select_weights
-    from skd_basicsr.platform.errors import OptionError
 
     if terms == 'paper':
         return False, 'the paper\'s form starts at random'
@@ -186,15 +178,16 @@ def run(args):
 
     import skd_basicsr  # noqa: F401  (registries)
     from skd_basicsr.deploy.network_io import network_from_file
-    from skd_basicsr.distill.feature_pairs import pair_features, probe_shapes
+    from skd_basicsr.distill.feature_pairs import pair_features
     from skd_basicsr.distill.student_search import Candidate
+    from skd_basicsr.platform.cost import count_params
     from skd_basicsr.platform.network_spec import NetworkSpec
     from skd_basicsr.platform.options import ordered_yaml, read_option_file
 
     if not args.dry_run and not args.out:
-        raise_option_error('--out is required (the SKD option file to write), or --dry-run.')
+        raise OptionError('--out is required (the SKD option file to write), or --dry-run.')
     if args.out and osp.exists(args.out) and not args.dry_run:
-        raise_option_error(f'--out {args.out} exists; remove it or choose another name.')
+        raise OptionError(f'--out {args.out} exists; remove it or choose another name.')
     opt = read_option_file(args.opt, required=())
     check_training_file(opt, args.opt)
     teacher_opt = copy.deepcopy(opt['network_g'])
@@ -202,24 +195,22 @@ def run(args):
 
     if args.student:
         student_opt = network_from_file(args.student)[0]
-        teacher_params = sum(p.numel() for p in teacher_net.parameters())
-        params = sum(p.numel() for p in build_network(dict(student_opt)).parameters())
-        found, what, target = [Candidate(student_opt, params, {'params': params / teacher_params})], 'student', None
+        params = count_params(build_network(dict(student_opt)))
+        found = [Candidate(student_opt, params, {'params': params / count_params(teacher_net)})]
+        what, target = 'student', None
     else:
         student_opt, found, what, target = choose_student(args, teacher_opt)
     student_net = build_network(dict(student_opt))
     spec_t = NetworkSpec.from_options(teacher_opt, 'network_g of the training file')
     spec_s = NetworkSpec.from_options(student_opt, 'the student')
     if spec_s.in_channels != spec_t.in_channels:
-        raise_option_error(f'the student takes {spec_s.in_channels} input channels, the teacher {spec_t.in_channels}.')
+        raise OptionError(f'the student takes {spec_s.in_channels} input channels, the teacher {spec_t.in_channels}.')
     probe = spec_s.probe(None, spec_t)
     try:
-        pairs = pair_features(student_net, teacher_net, probe)
+        sized = pair_features(student_net, teacher_net, probe, with_sizes=True)
     except ValueError as err:
-        raise_option_error(str(err))
-    shapes = probe_shapes(teacher_net, probe)
+        raise OptionError(str(err))
     full_size = tuple(probe.shape[-2:])
-    sized = [(pair, shapes[pair['teacher']][-2:]) for pair in pairs]
     init, why = start_from_teacher(teacher_state, teacher_net, student_net, args.terms)
 
     rule = {'student': 'given with --student',
