@@ -162,6 +162,21 @@ def test_same_family_pairs_are_stage_outputs_at_the_same_relative_depth():
                                                                                     (15, 31))]
 
 
+def test_a_cross_family_student_is_paired_by_its_features_never_by_its_output_head():
+    # SRVGGNetCompact keeps its last convolution (3 channels: the image before the input is added back) inside
+    # `body`, where it is the block at the relative position of the teacher's refinement
+    student = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 16, 'num_conv': 4,
+               'upscale': 1, 'act_type': 'prelu'}
+    teacher = TEACHERS['Restormer'][0]
+    pairs = pair_features(build_network(dict(student)), build_network(dict(teacher)), torch.zeros(1, 3, 16, 16))
+    # body: conv 0, act 1, then (conv, act) x 4 at 2..9, the head at 10; encoder_level1.1, decoder_level1.1 and
+    # refinement.1 are at 1/5, 3/5 and 5/5 of the teacher's six full-resolution blocks, so at 1.8, 5.4 and 9 of the
+    # student's ten
+    assert pairs == [{'student': 'body.2', 'teacher': 'encoder_level1.1'},
+                     {'student': 'body.5', 'teacher': 'decoder_level1.1'},
+                     {'student': 'body.9', 'teacher': 'refinement.1'}]
+
+
 def candidate(count, **ratios):
     return student_search.Candidate({'type': 'X', 'width': count}, count, dict(ratios))
 

@@ -3,7 +3,8 @@
 A network's candidate features are the outputs of its blocks: the children of every top-level ``Sequential`` or
 ``ModuleList`` (a stage; not an upsampler), in the order the forward runs them. A block whose output is not one
 (B, C, H, W) map (a Swin block returns tokens) is represented by its last child that outputs one (the RSTB's
-``conv``).
+``conv``). A block with no more channels than the network's output is its output head (``SRVGGNetCompact``'s last
+convolution, inside ``body``): an image, not a representation, so it is never a candidate.
 
 * **Same family** (:func:`pair_features`, the stages share their names): every stage's output is paired (the last
   student block with the last teacher block), and student block j of a stage of m blocks with the teacher block that
@@ -45,11 +46,9 @@ def stages(net):
 
 def probe_shapes(net, probe):
     """{module name: output shape} of every module whose output is one 4-D tensor, in the order the forward ran
-    them (first call)."""
+    them (first call); the network's own output under ``''``, last."""
     shapes, handles = {}, []
     for name, module in net.named_modules():
-        if not name:
-            continue
 
         def record(module, inputs, output, name=name):
             if torch.is_tensor(output) and output.dim() == 4 and name not in shapes:
@@ -65,12 +64,16 @@ def probe_shapes(net, probe):
         net.train(was_training)
         for handle in handles:
             handle.remove()
+    if '' in shapes:
+        shapes[''] = shapes.pop('')
     return shapes
 
 
 def block_features(net, shapes, size):
     """{stage: [(block, feature module name)]}: each block's 4-D output, or that of its last child with one; blocks
-    beyond the input's ``size`` (an upsampler's) are left out."""
+    beyond the input's ``size`` (an upsampler's) and output heads (no more channels than the network's output) are
+    left out."""
+    out_channels = shapes[''][1] if '' in shapes else 0
     found = {}
     for stage, blocks in stages(net).items():
         entries = []
@@ -78,7 +81,7 @@ def block_features(net, shapes, size):
             depth = block.count('.') + 1
             inner = [name for name in shapes if name.startswith(f'{block}.') and name.count('.') == depth]
             name = block if block in shapes else (inner[-1] if inner else None)
-            if name and all(a <= b for a, b in zip(shapes[name][-2:], size)):
+            if name and all(a <= b for a, b in zip(shapes[name][-2:], size)) and shapes[name][1] > out_channels:
                 entries.append((block, name))
         if entries:
             found[stage] = entries

@@ -54,6 +54,11 @@ PAPER = {'feature_opt': FEATURE_LOSS,
 # train options, a distill_schedule given in fractions of the budget ({'warmup': 0.1}) becomes iterations per run.
 # The distillation study (benchmarks/study/variants.py) trains these and its own on paired seeds.
 Variant = namedtuple('Variant', 'what train form skd levels init model', defaults=(LEVELS, False, 'SKDModel'))
+# The networks of a student run: the student, its teacher, the student module compared with each distilled teacher
+# level (None: the module of the same name, as for two Restormers), and the learning rate of the student's AdamW
+# (cosine to 1/100 of it). The demo trains DEMO_PAIR; the distillation study has a pair per regime
+# (benchmarks/study/regimes.py).
+Pair = namedtuple('Pair', 'student teacher student_layers lr', defaults=(None, 1e-3))
 DEMO_VARIANTS = {
     'scratch': Variant('nothing', {}, None, False),
     'scratch_init': Variant('nothing; initialised from the teacher', {}, None, False, init=True),
@@ -70,6 +75,9 @@ STUDENTS = {'scratch': 'scratch', 'scratch_init': 'scratch_init', 'output_kd': '
             'skd_paper': 'skd_paper'}
 LABELS = {'teacher': 'teacher', 'scratch': 'scratch', 'scratch_init': 'scratch, init', 'output_kd': 'output-KD',
           'skd': 'recommended', 'skd_paper': 'SKD (paper)'}
+
+
+DEMO_PAIR = Pair(STUDENT, TEACHER)
 
 
 def write_photos(out):
@@ -90,8 +98,9 @@ def write_photos(out):
     return folders
 
 
-def stage_options(name, folders, budget, network, seed=0):
-    """A plain BasicSR option file for one stage (SRModel); the SKD stages extend it."""
+def stage_options(name, folders, budget, network, seed=0, lr=1e-3):
+    """A plain BasicSR option file for one stage (SRModel); the SKD stages extend it. AdamW at ``lr``, cosine to
+    ``lr`` / 100 over the budget."""
     return {
         'name': name, 'model_type': 'SRModel', 'scale': 1, 'num_gpu': 0, 'manual_seed': seed,
         'datasets': {
@@ -103,19 +112,20 @@ def stage_options(name, folders, budget, network, seed=0):
         'network_g': deepcopy(network),
         'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
         'train': {'ema_decay': 0, 'total_iter': budget['iter'], 'warmup_iter': -1,
-                  'optim_g': {'type': 'AdamW', 'lr': 1e-3, 'weight_decay': 1e-4, 'betas': [0.9, 0.999]},
+                  'optim_g': {'type': 'AdamW', 'lr': lr, 'weight_decay': 1e-4, 'betas': [0.9, 0.999]},
                   'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [budget['iter']],
-                                'restart_weights': [1], 'eta_min': 1e-5},
+                                'restart_weights': [1], 'eta_min': lr / 100},
                   'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
         'logger': {'print_freq': max(budget['iter'] // 5, 1), 'save_checkpoint_freq': 10**9,
                    'use_tb_logger': False},
     }
 
 
-def teacher_options(folders, iters):
+def teacher_options(folders, iters, network=TEACHER, name='demo_teacher'):
     """The teacher's stage: the stage options plus the held-out PSNR every 500 iterations, the curve that shows
-    when its training has flattened (the last weights are kept whatever the curve says)."""
-    opt = stage_options('demo_teacher', folders, dict(BUDGETS['full'], iter=iters), TEACHER)
+    when its training has flattened (the last weights are kept whatever the curve says). The distillation study
+    trains its depth regime's deeper teacher (``network``) with the same recipe."""
+    opt = stage_options(name, folders, dict(BUDGETS['full'], iter=iters), network)
     opt['datasets']['val'] = held_out_options(folders)
     opt['val'] = {'val_freq': min(500, iters), 'save_img': False,
                   'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}}
@@ -123,7 +133,7 @@ def teacher_options(folders, iters):
     return opt
 
 
-def student_options(variant, name, folders, budget, teacher_weights, init_weights=None, seed=0):
+def student_options(variant, name, folders, budget, teacher_weights, init_weights=None, seed=0, pair=DEMO_PAIR):
     """The option dict of one student run of ``variant`` (a :class:`Variant`, e.g. ``DEMO_VARIANTS['skd_paper']``).
 
     Args:
@@ -135,13 +145,14 @@ def student_options(variant, name, folders, budget, teacher_weights, init_weight
         init_weights (str | None): The teacher-selected student (:func:`shrink_student`), for the plain ``_init``
             variants. Default: None.
         seed (int): ``manual_seed``: the student's random initialisation, the batches and the noise. Default: 0.
+        pair (Pair): The student, the teacher, their feature pairs and the learning rate. Default: the demo's.
     """
-    opt = stage_options(name, folders, budget, STUDENT, seed=seed)
+    opt = stage_options(name, folders, budget, pair.student, seed=seed, lr=pair.lr)
     if not variant.skd:
         opt['path']['pretrain_network_g'] = init_weights if variant.init else None
         return opt
     opt['model_type'] = variant.model
-    opt['network_t'] = deepcopy(TEACHER)
+    opt['network_t'] = deepcopy(pair.teacher)
     opt['path'].update({'pretrain_network_t': teacher_weights, 'param_key_t': 'params', 'strict_load_t': True})
     opt['train'].update(deepcopy(variant.train))
     schedule = opt['train'].pop('distill_schedule', None)
@@ -151,13 +162,15 @@ def student_options(variant, name, folders, budget, teacher_weights, init_weight
     opt['distill'] = {'init_from_teacher': variant.init}
     if variant.form:
         cheap = {'window': {'spatial_window': 8}, 'tokens': {'spatial_tokens': 256}, 'exact': {}}[variant.form]
-        opt['distill']['features'] = [dict({'student': level, 'teacher': level}, **(
-            cheap if level in FULL_RESOLUTION else {})) for level in variant.levels]
+        layers = pair.student_layers or {level: level for level in variant.levels}
+        opt['distill']['features'] = [dict({'student': layers[level], 'teacher': level}, **(
+            cheap if level in FULL_RESOLUTION else {})) for level in variant.levels if level in layers]
     return opt
 
 
-def shrink_student(out, teacher_weights):
-    """``basicsr shrink`` of :data:`STUDENT` from the teacher into ``out/student_init.pth`` (once; it has no seed)."""
+def shrink_student(out, teacher_weights, student=STUDENT):
+    """``basicsr shrink`` of ``student`` (default :data:`STUDENT`) from the teacher into ``out/student_init.pth``
+    (once; it has no seed)."""
     import yaml
 
     from skd_basicsr.tools import shrink
@@ -168,7 +181,7 @@ def shrink_student(out, teacher_weights):
     opt_path = osp.join(out, 'options', 'student.yml')
     os.makedirs(osp.dirname(opt_path), exist_ok=True)
     with open(opt_path, 'w') as f:
-        yaml.safe_dump({'network_g': deepcopy(STUDENT)}, f, sort_keys=False)
+        yaml.safe_dump({'network_g': deepcopy(student)}, f, sort_keys=False)
     status = shrink.main(['-opt', opt_path, '--teacher', teacher_weights, '--out', path])
     release_logger()  # building the student set BasicSR's logger up without a file; the next stage needs its own
     if status != 0:
