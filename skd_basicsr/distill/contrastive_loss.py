@@ -22,6 +22,12 @@ class SKDContrastiveLoss(nn.Module):
     degraded input replaces the usual L1 between the two outputs. With several negatives the denominator is the
     mean of their distances.
 
+    A negative that is about the positive is no negative: in blind denoising the input tends to the clean image as
+    the noise level goes to 0, the denominator vanishes with the numerator, and the gradient grows like 1 / sigma
+    (benchmarks/cl_negatives.py measures it). Per sample and layer, a negative whose distance to the positive is
+    below ``negative_margin`` times the positive's mean absolute feature is left out of the denominator; a sample
+    left with no negative adds nothing at that layer.
+
     Called on images (:meth:`forward`), the loss maps them into its feature space itself. SKDModel runs the
     feature-space passes where its iteration lists them and calls :meth:`from_features`.
 
@@ -37,12 +43,14 @@ class SKDContrastiveLoss(nn.Module):
         layer_weights (dict | None): {layer: weight} of the 'vgg19' space. Default: None (its defaults).
         vgg_weights (str | None): Path of a VGG19 state_dict for the 'vgg19' space. Default: None.
         eps (float): Keeps the ratio finite when anchor and negative coincide. Default: 1e-7.
+        negative_margin (float): Negatives closer to the positive than this, relative to the positive's mean absolute
+            feature (per sample and layer), are left out; 0 keeps every negative, as the paper does. Default: 0.05.
     """
 
     negatives = ('input', )  # where the negatives come from: SKDModel makes them (SKDModel.contrast_negatives)
 
     def __init__(self, loss_weight=1.0, reduction='mean', feature_space='vgg19', positive='teacher',
-                 layer_weights=None, vgg_weights=None, eps=1e-7):
+                 layer_weights=None, vgg_weights=None, eps=1e-7, negative_margin=0.05):
         super().__init__()
         if isinstance(feature_space, str) and feature_space not in FEATURE_SPACES:
             raise ValueError(f'SKDContrastiveLoss: feature_space {feature_space!r} is not one of {FEATURE_SPACES}.')
@@ -55,11 +63,14 @@ class SKDContrastiveLoss(nn.Module):
             raise ValueError(f'SKDContrastiveLoss: reduction {reduction!r} is not one of {REDUCTIONS}.')
         if eps <= 0:
             raise ValueError(f'SKDContrastiveLoss: eps must be > 0, got {eps}.')
+        if isinstance(negative_margin, bool) or not isinstance(negative_margin, (int, float)) or negative_margin < 0:
+            raise ValueError(f'SKDContrastiveLoss: negative_margin must be a number >= 0, got {negative_margin!r}.')
         self.space = VGG19FeatureSpace(layer_weights, vgg_weights) if feature_space == 'vgg19' else feature_space
         self.loss_weight = loss_weight
         self.reduction = reduction
         self.positive = positive
         self.eps = eps
+        self.negative_margin = float(negative_margin)
 
     def positives(self, target, gt=None):
         """The positive images: the teacher's output ``target``, the ground truth ``gt``, or both."""
@@ -105,12 +116,25 @@ class SKDContrastiveLoss(nn.Module):
         loss = 0
         for layer, weight in self.space.layer_weights.items():
             anchor = anchor_feats[layer]
-            d_pos = sum(l1_per_sample(anchor, feats[layer]) for feats in pos_feats) / len(pos_feats)
-            d_neg = sum(self.negative_distance(anchor, [p[layer] for p in pos_feats], feats[layer])
-                        for feats in neg_feats)
-            loss = loss + weight * d_pos / (d_neg / len(neg_feats) + self.eps)
+            positives = [feats[layer] for feats in pos_feats]
+            d_pos = sum(l1_per_sample(anchor, p) for p in positives) / len(positives)
+            kept = [self.kept(positives, feats[layer]) for feats in neg_feats]
+            d_neg = sum(keep * self.negative_distance(anchor, positives, feats[layer])
+                        for keep, feats in zip(kept, neg_feats))
+            count = sum(kept)
+            # a sample without a negative left: 0 / 1 instead of 0 / 0, so it adds nothing and sends no gradient
+            loss = loss + weight * torch.where(count > 0, d_pos, 0) / (d_neg / count.clamp(min=1) + self.eps)
         loss = loss.mean() if self.reduction == 'mean' else loss.sum()
         return self.loss_weight * loss
+
+    def kept(self, positives, negative):
+        """1 per sample whose ``negative`` is far enough from the positives to count (``negative_margin``), else 0."""
+        with torch.no_grad():
+            if self.negative_margin == 0:
+                return negative.new_ones(negative.shape[0])
+            apart = sum(l1_per_sample(p, negative) for p in positives) / len(positives)
+            scale = sum(p.abs().flatten(1).mean(1) for p in positives) / len(positives)
+            return (apart > self.negative_margin * scale).to(negative.dtype)
 
     def negative_distance(self, anchor, positives, negative):
         """Per-sample distance of the anchor to one negative at one layer (``positives``: that layer's positive

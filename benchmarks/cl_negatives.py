@@ -1,0 +1,120 @@
+"""L_CL when the negative nears the positive: blind denoising at a low noise level (issue 21).
+
+In blind denoising (``sigma_range: [0, 50]``, as options/SKD_Denoise.yml trains) the input negative of L_CL tends to
+the clean image as sigma goes to 0, and so to the teacher's output, the positive. The ratio
+``d(a, p) / d(a, n)`` of a student output ``a`` near both then has a vanishing denominator, and its gradient grows
+like 1 / sigma. This script measures it on the demo's teacher and held-out photos, in the teacher feature space
+that SKDModel uses by default, for the ratio as the paper states it and with ``negative_margin`` (a negative closer
+to the positive than ``margin`` times the positive's mean absolute feature is left out, per sample and layer).
+
+The positive is the clean image: the ground truth (``positive: gt``), and what a blind teacher returns as sigma goes
+to 0 (the demo's teacher, trained at sigma 25 only, smooths a clean input instead, so it is the feature space here,
+not the positive). The anchor stands for a student near it: the clean image plus Gaussian noise of
+``--anchor-noise`` (0-255 scale). Every sigma uses the same crops, anchor error and input noise pattern (scaled by
+sigma).
+
+Usage:
+    python benchmarks/cl_negatives.py [--margins 0.02 0.05 0.1] [--out benchmarks/RESULTS.md]
+"""
+import argparse
+import statistics
+import sys
+import tempfile
+from os import path as osp
+
+import torch
+
+if __package__ in (None, ''):  # run as a file: the repository root makes `benchmarks` importable
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+SIGMAS = (0, 0.5, 1, 2, 5, 10, 25, 50)
+
+
+def crops(size, count):
+    """``count`` centre-ish crops of the demo's held-out photos, RGB in [0, 1], (count, 3, size, size)."""
+    import cv2
+
+    from skd_basicsr.tools.demo import write_photos
+
+    folder = write_photos(tempfile.mkdtemp(prefix='cl_negatives_'))['val']
+    images = []
+    for name in sorted(p for p in __import__('os').listdir(folder)):
+        img = cv2.cvtColor(cv2.imread(osp.join(folder, name)), cv2.COLOR_BGR2RGB)
+        h, w = img.shape[:2]
+        for k in range(count // 2):
+            top, left = (h - size) * (k + 1) // (count // 2 + 1), (w - size) // 2
+            images.append(torch.from_numpy(img[top:top + size, left:left + size]).permute(2, 0, 1).float() / 255)
+    return torch.stack(images)
+
+
+def measure(margins, size=96, count=4, anchor_noise=1.0, seed=0):
+    """Rows of (sigma, relative d(p, n) per layer, then per form: L_CL and the gradient norm at the anchor)."""
+    import skd_basicsr  # noqa: F401  (BasicSR made fit, registries; before basicsr)
+    from basicsr.archs import build_network
+    from skd_basicsr.distill.contrastive_loss import SKDContrastiveLoss
+    from skd_basicsr.distill.feature_space import TeacherFeatureSpace
+    from skd_basicsr.distill.taps import FeatureTaps
+    from skd_basicsr.tools.demo import TEACHER, TEACHER_WEIGHTS
+
+    net_t = build_network(dict(TEACHER)).eval().requires_grad_(False)
+    net_t.load_state_dict(torch.load(TEACHER_WEIGHTS, map_location='cpu', weights_only=True)['params'])
+    space = TeacherFeatureSpace(None)
+    taps = FeatureTaps(net_t, space.layers, 'network_t')
+    space.extract = lambda img, layers: taps.capture(net_t, img, layers)
+    forms = {'ratio': SKDContrastiveLoss(feature_space=space, negative_margin=0)}
+    forms.update({f'margin {m}': SKDContrastiveLoss(feature_space=space, negative_margin=m) for m in margins})
+
+    clean = crops(size, count)
+    gen = torch.Generator().manual_seed(seed)
+    pattern = torch.randn(clean.shape, generator=gen)
+    student_error = torch.randn(clean.shape, generator=gen) * anchor_noise / 255
+    rows = []
+    for sigma in SIGMAS:
+        noisy = clean + pattern * sigma / 255
+        positive = clean
+        with torch.no_grad():
+            feats_p, feats_n = space(positive), space(noisy)
+        relative = {layer: statistics.median(
+            ((feats_p[layer] - feats_n[layer]).abs().flatten(1).mean(1)
+             / feats_p[layer].abs().flatten(1).mean(1)).tolist()) for layer in space.layers}
+        row = {'sigma': sigma, 'relative': relative, 'forms': {}}
+        for name, loss in forms.items():
+            anchor = (positive + student_error).requires_grad_(True)
+            value = loss(anchor, positive, noisy, negative_feats=feats_n)
+            grad, = torch.autograd.grad(value, anchor)
+            row['forms'][name] = (float(value), float(grad.norm()))
+        rows.append(row)
+    return rows
+
+
+def report(rows, command):
+    layers = list(rows[0]['relative'])
+    forms = list(rows[0]['forms'])
+    lines = ['| sigma | ' + ' | '.join(f'd(p, n) / mean abs p, {layer}' for layer in layers) + ' | '
+             + ' | '.join(f'{form}: L_CL, gradient norm' for form in forms) + ' |',
+             '| ---: | ' + ' | '.join('---:' for _ in layers) + ' | ' + ' | '.join('---:' for _ in forms) + ' |']
+    for row in rows:
+        lines.append(f'| {row["sigma"]} | ' + ' | '.join(f'{row["relative"][layer]:.4f}' for layer in layers) + ' | '
+                     + ' | '.join(f'{v:.3g}, {g:.3g}' for v, g in row['forms'].values()) + ' |')
+    return '\n'.join(['## L_CL as the negative nears the positive (blind denoising at low sigma)', '',
+                      f'`{command}`', ''] + lines) + '\n'
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--margins', nargs='+', type=float, default=[0.02, 0.05, 0.1])
+    parser.add_argument('--anchor-noise', type=float, default=1.0, help='the anchor\'s error, 0-255 scale')
+    parser.add_argument('--out', help='append the table to this markdown file')
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    rows = measure(args.margins, anchor_noise=args.anchor_noise)
+    table = report(rows, ' '.join(['python benchmarks/cl_negatives.py'] + (argv if argv is not None else sys.argv[1:])))
+    print(table)
+    if args.out:
+        with open(args.out, 'a') as f:
+            f.write('\n' + table)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

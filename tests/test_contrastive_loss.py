@@ -1,0 +1,77 @@
+"""L_CL (SKDContrastiveLoss) where its ratio degenerates: a negative about the positive (blind denoising at low sigma).
+
+The paper's ratio ``d(a, p) / d(a, n)`` has a vanishing denominator when the negative nears the positive and the
+student is close to both; ``negative_margin`` leaves such negatives out per sample (benchmarks/cl_negatives.py
+measures the teacher feature space).
+"""
+import pytest
+import torch
+
+import skd_basicsr  # noqa: F401  (compat, before basicsr)
+from skd_basicsr.distill import SKDContrastiveLoss
+
+
+class PixelSpace:
+    """A feature space that is the image itself, one layer of weight 1: distances are plain per-sample L1."""
+    layer_weights = {'img': 1.0}
+    layers = ['img']
+
+    def __call__(self, img):
+        return {'img': img}
+
+
+def l1(x, y):
+    return (x - y).abs().flatten(1).mean(1)
+
+
+def blind_batch(sigma, error=1e-3, seed=0):
+    """(anchor, positive, negative): a clean positive, the student within ``error`` of it, the input at ``sigma``."""
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.rand(2, 3, 16, 16, generator=g)
+    anchor = clean + error * torch.randn(clean.shape, generator=g)
+    return anchor.requires_grad_(True), clean, clean + sigma * torch.randn(clean.shape, generator=g)
+
+
+def grad_norm(loss, anchor, positive, negative):
+    anchor.grad = None
+    loss(anchor, positive, negative).backward()
+    return float(anchor.grad.norm())
+
+
+def test_the_papers_ratio_explodes_as_the_negative_nears_the_positive_and_the_margin_bounds_it():
+    paper = SKDContrastiveLoss(feature_space=PixelSpace(), negative_margin=0)
+    fixed = SKDContrastiveLoss(feature_space=PixelSpace())
+    far = grad_norm(paper, *blind_batch(sigma=0.1))
+    near = grad_norm(paper, *blind_batch(sigma=1e-3))
+    assert near > 20 * far  # the degenerate case: about 1 / sigma until the student's own error
+    assert grad_norm(fixed, *blind_batch(sigma=1e-3)) == 0  # left out: no push, no pull from this term
+    # far from the positive the margin changes nothing
+    assert grad_norm(fixed, *blind_batch(sigma=0.1)) == pytest.approx(far, rel=1e-6)
+
+
+def test_a_sample_whose_negative_is_its_positive_adds_nothing_and_the_others_keep_the_ratio():
+    anchor, positive, negative = blind_batch(sigma=0.1)
+    negative = negative.clone()
+    negative[1] = positive[1]
+    loss = SKDContrastiveLoss(feature_space=PixelSpace(), eps=1e-7)
+    value = loss(anchor, positive, negative)
+    first = l1(anchor, positive)[0] / (l1(anchor, negative)[0] + 1e-7)
+    torch.testing.assert_close(value, first / 2)  # the batch mean counts the sample left out as 0
+    value.backward()
+    assert anchor.grad[1].abs().max() == 0 and anchor.grad[0].abs().max() > 0
+
+
+def test_the_margin_is_relative_to_the_positives_scale():
+    # the same geometry at 10x the feature scale: the same samples are kept
+    anchor, positive, negative = blind_batch(sigma=0.01)
+    loss = SKDContrastiveLoss(feature_space=PixelSpace(), negative_margin=0.01)
+    small = loss.kept([positive], negative)
+    large = loss.kept([10 * positive], 10 * negative)
+    assert torch.equal(small, large)
+    assert loss.kept([positive], positive).sum() == 0 and loss.kept([positive], 1 - positive).sum() == 2
+
+
+@pytest.mark.parametrize('value', [-0.1, True, 'auto'])
+def test_a_wrong_margin_is_refused(value):
+    with pytest.raises(ValueError, match=rf'negative_margin must be a number >= 0, got {value!r}'):
+        SKDContrastiveLoss(feature_space=PixelSpace(), negative_margin=value)
