@@ -5,16 +5,16 @@ import numpy as np
 import torch
 from basicsr.data.data_util import paths_from_folder, paths_from_lmdb
 from basicsr.data.transforms import augment
-from basicsr.utils import FileClient, img2tensor
+from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-from skd_basicsr.platform.data.transforms import pad_to_crop, read_image
-from skd_basicsr.platform.data.transforms import IMAGE_EXTENSIONS
+from skd_basicsr.platform.data.decoded_images import DecodingDataset
+from skd_basicsr.platform.data.transforms import IMAGE_EXTENSIONS, pad_to_crop, to_float
 
 
 @DATASET_REGISTRY.register()
-class GaussianDenoiseDataset(data.Dataset):
+class GaussianDenoiseDataset(DecodingDataset, data.Dataset):
     """Clean images (a folder or a BasicSR LMDB) with additive white Gaussian noise, as BasicSR paired samples.
 
     Returns ``{'lq', 'gt', 'lq_path', 'gt_path'}`` like BasicSR's PairedImageDataset: float32 CHW tensors, RGB, in
@@ -38,6 +38,8 @@ class GaussianDenoiseDataset(data.Dataset):
             gt_size (int): Training crop size. Required in training.
             use_hflip (bool), use_rot (bool): Training augmentation. Default: True.
             noise_seed (int): Seed of the fixed validation noise. Default: 0.
+            cache_data (bool): Decode every image once, when the dataset is built, and hold it in memory
+                (:mod:`skd_basicsr.platform.data.decoded_images`); the samples are the same. Default: False.
             phase (str): 'train', 'val' or 'test' (set by BasicSR from the dataset key).
     """
 
@@ -53,7 +55,6 @@ class GaussianDenoiseDataset(data.Dataset):
             raise ValueError('GaussianDenoiseDataset: training needs `gt_size`, the size of the random crops.')
         self.noise_seed = int(opt.get('noise_seed', 0))
         self.io_backend_opt = dict(opt.get('io_backend') or {'type': 'disk'})
-        self.file_client = None
 
         root = opt.get('dataroot_gt')
         if not root or not osp.exists(root):
@@ -69,23 +70,24 @@ class GaussianDenoiseDataset(data.Dataset):
             self.paths = sorted(p for p in paths_from_folder(root) if p.lower().endswith(IMAGE_EXTENSIONS))
         if not self.paths:
             raise ValueError(f'GaussianDenoiseDataset: no images in dataroot_gt {root}.')
+        self.setup_decoding(opt, 'grayscale' if self.in_ch == 1 else 'color')
+
+    def image_items(self):
+        return [(path, 'gt') for path in self.paths]
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, index):
-        if self.file_client is None:
-            backend = dict(self.io_backend_opt)
-            self.file_client = FileClient(backend.pop('type'), **backend)
         path = self.paths[index]
-        flag = 'grayscale' if self.in_ch == 1 else 'color'
-        img = read_image(self.file_client, path, 'gt', type(self).__name__, flag)
+        img = self.decoded(path, 'gt')
 
         if self.phase == 'train':
-            img = _random_crop(pad_to_crop(img, self.opt['gt_size']), self.opt['gt_size'])
+            img = to_float(_random_crop(pad_to_crop(img, self.opt['gt_size']), self.opt['gt_size']))
             img = augment(img, self.opt.get('use_hflip', True), self.opt.get('use_rot', True))
             rng = np.random.default_rng(np.random.randint(2**31))  # numpy's global RNG: seeded by BasicSR
         else:
+            img = to_float(img)
             rng = np.random.default_rng([self.noise_seed, index])
         sigma = self.sigma if self.sigma is not None else rng.uniform(*self.sigma_range)
 

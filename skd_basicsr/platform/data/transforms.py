@@ -4,15 +4,22 @@ reflect-padding an image smaller than the crop.
 Restormer's training sets hold images smaller than the largest crop (Rain13K's BSD-sized pictures are 481 x 321,
 BSD400 in DFWB is 180 x 180), and Restormer's own datasets pad them to the crop, at the bottom and right by
 reflection, before cropping. :func:`pad_to_crop` does the same for one image, :func:`pad_pair_to_crop` for an lq/gt
-pair at any scale; :func:`read_image` decodes one image or names the file it could not decode.
+pair at any scale; :func:`decode_image` decodes one image or names the file it could not decode, and
+:func:`to_float` converts a crop of it as BasicSR converts whole images.
 """
 import cv2
+import numpy as np
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')  # what folders of images are read for
 
 
-def read_image(file_client, path, key, dataset, flag='color'):
-    """Read and decode one image as float32 HWC in [0, 1] (BGR, as BasicSR reads), naming the file when it fails.
+def decode_image(file_client, path, key, dataset, flag='color'):
+    """Read and decode one image as the file's 8-bit samples, HWC (BGR, as BasicSR reads), naming the file when it
+    fails.
+
+    The datasets crop (and pad) these samples and only then convert the crop with :func:`to_float`: the values are
+    those of BasicSR's ``imfrombytes(..., float32=True)`` of the whole image, without converting pixels the crop
+    drops, and decoded images held in memory (``cache_data``) stay a quarter of their float size.
 
     Args:
         file_client (FileClient): BasicSR's file client.
@@ -22,7 +29,7 @@ def read_image(file_client, path, key, dataset, flag='color'):
         flag (str): 'color' or 'grayscale'. Default: 'color'.
 
     Returns:
-        ndarray: The image, (h, w, c), c = 1 for grayscale.
+        ndarray: The image, uint8 (h, w, c), c = 1 for grayscale.
 
     Raises:
         ValueError: When the bytes do not decode, or decode to an image of zero size.
@@ -30,12 +37,18 @@ def read_image(file_client, path, key, dataset, flag='color'):
     from basicsr.utils import imfrombytes
 
     try:
-        img = imfrombytes(file_client.get(path, key), flag=flag, float32=True)
+        img = imfrombytes(file_client.get(path, key), flag=flag, float32=False)
     except (cv2.error, AttributeError, TypeError) as err:
         raise ValueError(f'{dataset}: cannot decode {path} ({err}).') from None
     if img is None or img.size == 0:
         raise ValueError(f'{dataset}: cannot decode {path} (no image, or an image of zero size).')
     return img if img.ndim == 3 else img[..., None]
+
+
+def to_float(img):
+    """8-bit samples to float32 in [0, 1], as BasicSR's ``imfrombytes(..., float32=True)`` converts them; always a
+    new array, so that BasicSR's in-place flips never reach a decoded image held in memory."""
+    return img.astype(np.float32) / 255.
 
 
 def pad_to_crop(img, size):
