@@ -17,7 +17,7 @@ PSNR = {  # variant -> PSNR per seed 0, 1, 2
 
 
 def fake_results(seeds=(0, 1, 2)):
-    return {(v, s): {'psnr': p[s], 'variant': v, 'seed': s} for v, p in PSNR.items() for s in seeds}
+    return {(v, s): {'psnr': p[s], 'variant': v, 'seed': s, 'iters': 600} for v, p in PSNR.items() for s in seeds}
 
 
 def test_paired_differences_are_per_seed_and_against_every_base_that_ran():
@@ -50,11 +50,11 @@ def test_no_train_reports_the_finished_runs_with_the_training_command(tmp_path, 
     runs.mkdir(parents=True)
     for (variant, seed), result in fake_results(seeds=(0, 1)).items():  # seed 2 never finished
         (runs / f'{variant}_s{seed}.json').write_text(json.dumps(result))
-    (runs / 'gkn_kd_init_s2.json').write_text(json.dumps({'psnr': 30.0}))  # a variant's seed without its bases
+    (runs / 'gkn_kd_init_s2.json').write_text(json.dumps({'psnr': 30.0, 'iters': 600}))  # no bases on seed 2
 
     import skd_basicsr.tools.demo as demo
     monkeypatch.setattr(demo, 'evaluate', lambda *a, **k: ({'coffee': {'psnr': 31.5, 'ssim': 0.9}}, {}))
-    monkeypatch.setattr(demo, 'shrink_student', lambda out, teacher: osp.join(out, 'student_init.pth'))
+    monkeypatch.setattr(demo, 'shrink_student', lambda out, teacher, student: osp.join(out, 'student_init.pth'))
     monkeypatch.setattr(demo, 'write_photos', lambda out: {'train': 'train', 'val': 'val'})
     monkeypatch.setattr(demo, 'held_out_pairs', lambda folders: {})
     monkeypatch.setattr(demo, 'noisy_psnr', lambda pairs: 20.5)
@@ -82,3 +82,108 @@ def test_no_train_without_finished_runs_says_so(tmp_path, monkeypatch):
 def test_unknown_variant_is_refused_with_the_way_to_list_them(tmp_path):
     with pytest.raises(SystemExit, match=r"--variants: unknown \['gkn_kdd'\]; --list prints the variants"):
         kd_study.main(['--out', str(tmp_path), '--variants', 'scratch', 'gkn_kdd'])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# regimes (issue 21)
+# ---------------------------------------------------------------------------------------------------------------
+def count(net):
+    from basicsr.archs import build_network
+
+    return sum(p.numel() for p in build_network(dict(net)).parameters())
+
+
+def test_each_regimes_student_is_the_size_the_study_says():
+    from benchmarks.study.regimes import REGIMES
+
+    ratios = {name: count(r.pair.student) / count(r.pair.teacher) for name, r in REGIMES.items()}
+    assert ratios['width'] == pytest.approx(0.402, abs=1e-3)
+    assert ratios['depth'] == pytest.approx(0.372, abs=1e-3)
+    assert ratios['cross_family'] == pytest.approx(0.385, abs=1e-3)
+    depth = REGIMES['depth'].pair
+    assert depth.student['dim'] == depth.teacher['dim']  # cut in depth only
+    assert (depth.teacher['num_blocks'], depth.student['num_blocks']) == ([4, 6, 6, 8], [1, 1, 2, 2])
+
+
+def test_the_cross_family_pairs_are_those_basicsr_distill_finds():
+    import torch
+    from basicsr.archs import build_network
+
+    from benchmarks.study.regimes import REGIMES
+    from skd_basicsr.distill.feature_pairs import pair_features
+
+    pair = REGIMES['cross_family'].pair
+    teacher = build_network(dict(pair.teacher))
+    found = pair_features(build_network(dict(pair.student)), teacher, torch.zeros(1, 3, 32, 32))
+    # a level's output is the output of its last block
+    last = {f'{level}.{len(getattr(teacher, level)) - 1}': level for level in pair.student_layers}
+    assert {last[p['teacher']]: p['student'] for p in found} == pair.student_layers
+
+
+def test_a_cross_family_option_file_pairs_the_cnn_layers_in_windows_and_starts_at_random():
+    from benchmarks.study.regimes import REGIMES
+    from benchmarks.study.variants import VARIANTS
+    from skd_basicsr.tools.demo import BUDGETS, student_options
+
+    regime = REGIMES['cross_family']
+    folders = {'train': 'train', 'val': 'val'}
+    opt = student_options(VARIANTS['skdf_kd'], 'x', folders, dict(BUDGETS['full'], iter=600), 'teacher.pth', seed=1,
+                          pair=regime.pair)
+    assert opt['network_g'] == regime.pair.student and opt['network_t'] == regime.pair.teacher
+    assert opt['distill']['features'] == [{'student': s, 'teacher': t, 'spatial_window': 8}
+                                          for t, s in regime.pair.student_layers.items()]
+    assert opt['train']['optim_g']['lr'] == regime.pair.lr
+    assert opt['train']['scheduler']['eta_min'] == pytest.approx(regime.pair.lr / 100)
+    assert opt['distill']['init_from_teacher'] is False and opt['manual_seed'] == 1
+
+
+def test_a_regime_without_weight_selection_refuses_init_variants(tmp_path):
+    with pytest.raises(SystemExit, match='regime cross_family has no weight selection from its teacher'):
+        kd_study.main(['--regime', 'cross_family', '--out', str(tmp_path), '--variants', 'scratch', 'scratch_init'])
+
+
+def test_a_folder_keeps_one_regime_learning_rate_and_budget(tmp_path):
+    runs = tmp_path / 'runs'
+    runs.mkdir()
+    (runs / 'scratch_s0.json').write_text(json.dumps({'psnr': 29.0, 'iters': 600, 'regime': 'depth', 'lr': 1e-3}))
+    args = kd_study.build_parser().parse_args(['--regime', 'depth', '--out', str(tmp_path)])
+    from benchmarks.study.regimes import REGIMES
+
+    args.iters, args.pair = 600, REGIMES['depth'].pair._replace(lr=1e-3)
+    assert kd_study.finished_run(str(runs / 'scratch_s0.json'), args)['psnr'] == 29.0
+    args.pair = args.pair._replace(lr=5e-4)
+    with pytest.raises(SystemExit, match=r'is a run of regime depth at lr 0.001, 600 iterations, not of regime depth '
+                                         r'at lr 0.0005'):
+        kd_study.finished_run(str(runs / 'scratch_s0.json'), args)
+
+
+def test_collect_sorts_studies_into_sweep_main_and_longer_and_recommends_the_best(tmp_path):
+    from benchmarks.study.regimes import REGIMES
+
+    regime = REGIMES['cross_family']
+    psnr = {'scratch': [25.0, 25.2, 25.1], 'output_kd': [25.1, 25.3, 25.2], 'gkn_kd': [25.5, 25.6, 25.7],
+            'clf_kd': [25.0, 25.4, 25.2]}
+
+    def study(name, lr, iters, variants):
+        results = {(v, s): {'psnr': psnr[v][s] + (iters > 600) * 0.5} for v in variants for s in (0, 1, 2)}
+        folder = tmp_path / name
+        folder.mkdir()
+        summary = {'rows': kd_study.paired_summary(results, variants, [0, 1, 2]), 'iters': iters, 'seeds': [0, 1, 2],
+                   'lr': lr, 'regime': 'cross_family', 'teacher_psnr': 31.7, 'noisy_psnr': 20.5, 'command': 'c'}
+        (folder / 'summary.json').write_text(json.dumps(summary))
+        return str(folder)
+
+    folders = [study('sweep', regime.pair.lr * 5, regime.iters, ['scratch']),
+               study('main', regime.pair.lr, regime.iters, list(psnr)),
+               study('longer', regime.pair.lr, 3 * regime.iters, ['scratch', 'gkn_kd'])]
+    out = tmp_path / 'kd_study.json'
+    assert kd_study.main(['--collect', *folders, '--json', str(out)]) == 0
+    entry = json.loads(out.read_text())['cross_family']
+    assert entry['params_ratio'] == pytest.approx(0.385, abs=1e-3)
+    assert [p['lr'] for p in entry['sweep']] == [regime.pair.lr * 5] and entry['sweep'][0]['mean'] == 25.1
+    assert set(entry['main']['rows']) == set(psnr) and set(entry['longer']['rows']) == {'scratch', 'gkn_kd'}
+    # gkn_kd - output_kd: +0.4 on every seed, a win; clf_kd - output_kd: -0.1, +0.1, 0, not one
+    rec = entry['recommended']
+    assert rec['variant'] == 'gkn_kd'
+    assert [w['variant'] for w in rec['skd_terms_that_win']] == ['gkn_kd']
+    assert rec['skd_terms_that_win'][0]['mean'] == pytest.approx(0.4)

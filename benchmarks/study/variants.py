@@ -1,4 +1,4 @@
-"""The student variants of the distillation study: the demo's five and the candidates beyond the paper (issue 10).
+"""The student variants of the distillation study: the demo's five and the candidates beyond the paper (issues 10, 21).
 
 Every variant trains the demo's student (:data:`skd_basicsr.tools.demo.STUDENT`) on the demo's photos; its option
 file is written by :func:`skd_basicsr.tools.demo.student_options`. Candidates that need options the product does not
@@ -12,11 +12,25 @@ GK_NORM = dict(FEATURE_LOSS, type='StudySKDFeatureLoss', feature_norm='teacher_r
 # L_CL with restored negatives and the bound
 CL_RESTORED = {'type': 'StudySKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher',
                'positive': 'teacher', 'negatives': ['lagged', 'batch'], 'bound': 'positive'}
+# the fixed L_CL of issue 21: the paper's input negative (left out where it is about the positive, the product's
+# negative_margin) and the lagging student (after its warm-up, lag_warmup_iter), each push capped where the teacher is
+CL_FIXED = {'type': 'StudySKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher', 'positive': 'teacher',
+            'negatives': ['input', 'lagged'], 'bound': 'positive'}
 ENCODER = LEVELS[:4]
 DECODER = LEVELS[4:]
 STUDY = 'StudySKDModel'
 
 CANDIDATES = {
+    'gkn': Variant('normalised L_GK (teacher RMS, mean over levels and branches; windows), alpha2 = 0.1',
+                   {'feature_opt': GK_NORM}, 'window', True),
+    'gkn_channel_kd': Variant('gkn_kd without the spatial branch (direct and channel MCA)',
+                              dict(OUTPUT_KD, feature_opt=dict(GK_NORM, branches=['direct', 'channel'])), 'window',
+                              True),
+    'clf_kd': Variant('the fixed L_CL (the input, where it is not about the teacher output, and the lagging student '
+                      'after 100 iterations, as negatives; bounded), alpha3 = 0.1 + L1 to the teacher output',
+                      dict(OUTPUT_KD, contrast_opt=CL_FIXED), None, True, model=STUDY),
+    'skdf_kd': Variant('normalised L_GK (as gkn_kd) + the fixed L_CL (as clf_kd) + L1 to the teacher output',
+                       dict(OUTPUT_KD, feature_opt=GK_NORM, contrast_opt=CL_FIXED), 'window', True, model=STUDY),
     'gk': Variant('L_GK (8 levels, 3 branches, 8x8 spatial windows at full resolution), alpha2 = 0.1',
                   {'feature_opt': FEATURE_LOSS}, 'window', True),
     'gk_kd': Variant('L_GK as gk + L1 to the teacher output', dict(OUTPUT_KD, feature_opt=FEATURE_LOSS), 'window',
