@@ -106,7 +106,7 @@ def stage_options(name, folders, budget, network, seed=0, lr=1e-3):
         'datasets': {
             'train': {'name': 'skimage_train', 'type': 'GaussianDenoiseDataset', 'dataroot_gt': folders['train'],
                       'io_backend': {'type': 'disk'}, 'sigma': SIGMA, 'in_ch': 3, 'gt_size': budget['gt_size'],
-                      'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0,
+                      'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0, 'cache_data': True,
                       'batch_size_per_gpu': budget['batch'], 'dataset_enlarge_ratio': 100},
         },
         'network_g': deepcopy(network),
