@@ -156,3 +156,76 @@ def test_weights_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert 'does not fit' in capsys.readouterr().err
     assert infer.main(base + ['--weights', weights, '--tile', '12', '--tile_overlap', '4']) == 2
     assert 'multiple of 8' in capsys.readouterr().err
+
+
+def demo_teacher_on_a_photo(folder, size=(48, 64)):
+    """Option file of the demo's trained teacher, its weights, and a noisy crop of a photo it never trained on
+    (coffee, sigma 25) written as an 8-bit PNG: trained weights and a real image, where precision shows as it does
+    in use (random weights on random pixels say little about it)."""
+    import skimage.data
+
+    from skd_basicsr.tools.demo import SIGMA, TEACHER, TEACHER_WEIGHTS
+
+    clean = skimage.data.coffee()[100:100 + size[0], 200:200 + size[1]].astype(np.float64)
+    noisy = clean + np.random.default_rng(0).normal(0, SIGMA, clean.shape)
+    path = osp.join(folder, 'coffee.png')
+    cv2.imwrite(path, cv2.cvtColor(np.clip(noisy, 0, 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR))
+    return write_options(osp.join(folder, 'teacher.yml'), {'network_g': TEACHER}), TEACHER_WEIGHTS, path
+
+
+# largest difference from the float32 forward on the demo teacher's photo: bfloat16 keeps 8 bits of mantissa
+# (measured 5.0e-3 on this 48 x 64 crop, 7.9e-3 at 256 x 256: two 8-bit levels), float16 11 bits (6.0e-4, 9.7e-4)
+AMP_TOLERANCE = {'bf16': 2e-2, 'fp16': 2e-3}
+
+
+@pytest.mark.parametrize('amp', ['bf16', 'fp16'])
+def test_amp_forward_is_close_to_float32(tmp_path, amp):
+    opt, weights, photo = demo_teacher_on_a_photo(str(tmp_path))
+    x = image_to_tensor(read_image(photo, 3)[0])
+    args = infer.build_parser().parse_args(['-opt', opt, '--weights', weights, '--input', photo, '--output', 'o'])
+    run32, *_ = infer.load_runner(args)
+    run_amp, _, _, label = infer.load_runner(infer.build_parser().parse_args(
+        ['-opt', opt, '--weights', weights, '--input', photo, '--output', 'o', '--amp', amp]))
+    with torch.inference_mode():
+        expected, out = run32(x), run_amp(x)
+    assert out.dtype == torch.float32 and f'autocast {infer.AMP_DTYPES[amp]}' in label
+    diff = (out - expected).abs().max().item()
+    assert 1e-6 < diff < AMP_TOLERANCE[amp]  # autocast changed the arithmetic, within the tolerance
+
+
+def test_infer_amp_writes_images_within_a_few_levels_of_float32(tmp_path, capsys):
+    opt, weights, photo = demo_teacher_on_a_photo(str(tmp_path))
+    common = ['-opt', opt, '--weights', weights, '--input', photo]
+    assert infer.main(common + ['--output', str(tmp_path / 'fp32')]) == 0
+    assert infer.main(common + ['--output', str(tmp_path / 'bf16'), '--amp', 'bf16']) == 0
+    assert '(cpu, autocast bfloat16)' in capsys.readouterr().err
+    by_fp32 = cv2.imread(str(tmp_path / 'fp32' / 'coffee.png')).astype(int)
+    by_bf16 = cv2.imread(str(tmp_path / 'bf16' / 'coffee.png')).astype(int)
+    # measured here: 1 level at most, 0.22 on average (the forward differs by 5.0e-3, 1.3 levels, at most)
+    assert np.abs(by_fp32 - by_bf16).max() <= 3 and np.abs(by_fp32 - by_bf16).mean() < 0.5
+
+
+def test_half_is_an_alias_of_amp_fp16(tmp_path, capsys):
+    opt, weights, photo = demo_teacher_on_a_photo(str(tmp_path), size=(16, 24))
+    common = ['-opt', opt, '--weights', weights, '--input', photo]
+    assert infer.main(common + ['--output', str(tmp_path / 'half'), '--half']) == 0
+    err = capsys.readouterr().err
+    assert '--half is deprecated, use --amp fp16' in err and '(cpu, autocast float16)' in err
+    assert infer.main(common + ['--output', str(tmp_path / 'amp'), '--amp', 'fp16']) == 0
+    assert np.array_equal(cv2.imread(str(tmp_path / 'half' / 'coffee.png')),
+                          cv2.imread(str(tmp_path / 'amp' / 'coffee.png')))
+
+
+def test_amp_refusals_are_one_line(tmp_path, capsys):
+    opt, weights = identity_restormer(str(tmp_path))
+    cv2.imwrite(str(tmp_path / 'x.png'), random_image((8, 8, 3)))
+    io = ['--input', str(tmp_path / 'x.png'), '--output', str(tmp_path / 'out')]
+    assert infer.main(['--onnx', str(tmp_path / 'net.onnx'), '--amp', 'bf16'] + io) == 2
+    assert "--amp bf16 runs the PyTorch network under autocast; an ONNX file's precision is set when it is written " \
+        '(basicsr export --fp16).' in capsys.readouterr().err
+    assert infer.main(['-opt', opt, '--weights', weights, '--half', '--amp', 'bf16'] + io) == 2
+    assert '--half is the old spelling of --amp fp16 and contradicts --amp bf16' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        infer.main(['-opt', opt, '--weights', weights, '--amp', 'fp32'] + io)
+    assert "invalid choice: 'fp32'" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / 'out')

@@ -5,6 +5,11 @@ weights loaded weights-only and strictly; or an ONNX file written by ``basicsr e
 images are cut into overlapping tiles blended without seams (:mod:`skd_basicsr.deploy.tiling`). Outputs keep the input's
 name, format and bit depth. A file that does not decode is named and skipped, and the command then exits 1; an
 existing output is kept unless ``--overwrite``.
+
+``--amp bf16|fp16`` runs the PyTorch network's forward under autocast (weights stay float32; the output is float32
+again before it is blended and written). On a CPU with bfloat16 instructions (AVX512-BF16, AMX) bf16 is the fast one;
+fp16 there runs without float16 arithmetic and is slower than float32. ``--half`` is the old spelling of
+``--amp fp16``, kept as an alias; it used to cast the weights to float16 and ran on CUDA only.
 """
 import resource
 import sys
@@ -13,6 +18,8 @@ from os import path as osp
 
 from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.tools import command_parser, run_command
+
+AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}  # --amp: torch dtype names
 
 
 def build_parser():
@@ -30,19 +37,28 @@ def build_parser():
                         'Restormer); default: the whole image at once')
     parser.add_argument('--tile_overlap', type=int, default=32, help='pixels shared by neighbouring tiles')
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
-    parser.add_argument('--half', action='store_true', help='float16 on CUDA (PyTorch only)')
+    parser.add_argument('--amp', choices=tuple(AMP_DTYPES), help='the forward under autocast in bfloat16 or float16 '
+                        '(PyTorch only; output back to float32); default: float32')
+    parser.add_argument('--half', action='store_true', help='deprecated alias of --amp fp16')
     parser.add_argument('--overwrite', action='store_true', help='replace outputs that exist (default: keep them)')
     return parser
 
 
 def check_args(args):
-    """Refuse combinations that cannot run, before anything is loaded."""
+    """Refuse combinations that cannot run, before anything is loaded; ``--half`` becomes ``--amp fp16``."""
     import torch
 
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise OptionError('--device cuda: no CUDA device is available.')
-    if args.half and (args.device != 'cuda' or args.onnx):
-        raise OptionError('--half runs the PyTorch network in float16 and needs --device cuda.')
+    if args.half:
+        if args.amp not in (None, 'fp16'):
+            raise OptionError(f'--half is the old spelling of --amp fp16 and contradicts --amp {args.amp}; give one.')
+        print('basicsr infer: --half is deprecated, use --amp fp16 (autocast; the weights stay float32).',
+              file=sys.stderr)
+        args.amp = 'fp16'
+    if args.amp and args.onnx:
+        raise OptionError(f'--amp {args.amp} runs the PyTorch network under autocast; an ONNX file\'s precision is '
+                          'set when it is written (basicsr export --fp16).')
     if args.onnx and (args.weights or args.param_key or args.entry):
         raise OptionError('--onnx carries its own weights; --weights, --param_key and --entry go with -opt.')
     if args.tile is not None and args.tile <= 0:
@@ -71,20 +87,27 @@ def load_runner(args):
         from skd_basicsr.deploy.onnx_util import OnnxRunner
 
         runner = OnnxRunner(args.onnx, args.device)
-        return runner, runner.multiple, runner.in_channels, f'{args.onnx} (onnxruntime)'
+        return runner, runner.multiple, runner.in_channels, f'{args.onnx} (onnxruntime, {runner.precision})'
     net_opt, weights, param_key = network_from_file(args.opt, args.entry)
     weights = args.weights or weights
     net = load_restorer(net_opt, weights, args.param_key or param_key).to(args.device)
     spec = NetworkSpec.from_options(net_opt)
-    if args.half:
-        net = net.half()
-
-        def run(x):
-            return net(x.half()).float()
-    else:
-        run = net
-    label = f'{net_opt["type"]} from {weights} ({args.device}{", float16" if args.half else ""})'
+    run = autocast_forward(net, args.device, AMP_DTYPES[args.amp]) if args.amp else net
+    precision = f'autocast {AMP_DTYPES[args.amp]}' if args.amp else 'float32'
+    label = f'{net_opt["type"]} from {weights} ({args.device}, {precision})'
     return run, spec.size_multiple, spec.in_channels, label
+
+
+def autocast_forward(net, device, dtype):
+    """``net``'s forward under autocast in ``dtype`` ('bfloat16' or 'float16') on ``device``, its output float32."""
+    import torch
+
+    def run(x):
+        with torch.autocast(device, dtype=getattr(torch, dtype)):
+            out = net(x)
+        return out.float()
+
+    return run
 
 
 def peak_memory(device):
