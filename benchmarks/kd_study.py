@@ -200,6 +200,8 @@ def build_parser():
     parser.add_argument('--lr', type=float, help='learning rate of every student. Default: the regime\'s')
     parser.add_argument('--train-teacher', action='store_true',
                         help='train the regime\'s teacher (demo teacher recipe, 8000 iterations) into its weights file')
+    parser.add_argument('--longer-from', metavar='DIR', help='the longer-budget check of the study in DIR: its two best '
+                        'variants and scratch, at 3 times its iterations, on its seeds, its regime and learning rate')
     parser.add_argument('--collect', nargs='+', metavar='DIR', help='gather the summary.json of these study folders '
                         'into --json, without training')
     parser.add_argument('--json', help='with --collect: the file to write (docs/kd_study.json)')
@@ -227,6 +229,8 @@ def main(argv=None):
             raise SystemExit('--collect needs --json FILE, the file to write.')
         collect(args.collect, args.json)
         return 0
+    if args.longer_from:
+        longer_budget(args)
     regime = REGIMES[args.regime]
     args.pair = regime_pair(regime, args.lr)
     args.iters = args.iters or regime.iters
@@ -282,6 +286,20 @@ def main(argv=None):
         with open(args.report, 'w') as f:
             f.write(table)
     return 0
+
+
+def longer_budget(args):
+    """Set ``args`` for the longer-budget check of the study in ``args.longer_from`` (see ``--longer-from``)."""
+    path = osp.join(args.longer_from, 'summary.json')
+    if not osp.isfile(path):
+        raise SystemExit(f'--longer-from: {path} does not exist (run that study, or --no-train there, first).')
+    with open(path) as f:
+        summary = json.load(f)
+    rows = summary['rows']
+    best = sorted((v for v in rows if v != 'scratch'), key=lambda v: rows[v]['mean'], reverse=True)[:2]
+    args.variants = ['scratch'] + best
+    args.regime, args.lr = summary.get('regime', 'width'), summary.get('lr', 1e-3)
+    args.iters, args.seeds = 3 * summary['iters'], summary['seeds']
 
 
 def collect(folders, json_path):

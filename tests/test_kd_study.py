@@ -187,3 +187,17 @@ def test_collect_sorts_studies_into_sweep_main_and_longer_and_recommends_the_bes
     assert rec['variant'] == 'gkn_kd'
     assert [w['variant'] for w in rec['skd_terms_that_win']] == ['gkn_kd']
     assert rec['skd_terms_that_win'][0]['mean'] == pytest.approx(0.4)
+
+
+def test_the_longer_budget_takes_the_two_best_and_scratch_at_three_times_the_iterations(tmp_path):
+    psnr = {'scratch': [29.0, 29.5, 29.2], 'scratch_init': [30.0, 30.6, 30.1], 'output_kd_init': [30.1, 30.7, 30.3],
+            'gkn_kd_init': [29.9, 30.5, 30.0]}
+    results = {(v, s): {'psnr': p[s]} for v, p in psnr.items() for s in (0, 1, 2)}
+    summary = {'rows': kd_study.paired_summary(results, list(psnr), [0, 1, 2]), 'iters': 600, 'seeds': [0, 1, 2],
+               'regime': 'depth', 'lr': 5e-4}
+    (tmp_path / 'summary.json').write_text(json.dumps(summary))
+    args = kd_study.build_parser().parse_args(['--longer-from', str(tmp_path)])
+    kd_study.longer_budget(args)
+    # means: output_kd_init 30.37, scratch_init 30.23, gkn_kd_init 30.13, scratch 29.23
+    assert args.variants == ['scratch', 'output_kd_init', 'scratch_init']
+    assert (args.regime, args.lr, args.iters, args.seeds) == ('depth', 5e-4, 1800, [0, 1, 2])
