@@ -140,6 +140,20 @@ def build_models(opt_file, workdir):
     return opt, build_all(case_options(opt))
 
 
+def floor_step(student, skd, autocast_dtype=None):
+    """One iteration of the floor: ``student``'s training iteration, then one forward of ``skd``'s teacher on the
+    input ``skd`` was fed, under inference mode (and autocast in ``autocast_dtype`` where the SKD model trains under
+    it): the least that any distillation of this teacher can cost. Both models must have been fed the batch."""
+
+    def floor(i):
+        student.optimize_parameters(i)
+        autocast = torch.autocast(skd.lq.device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+        with torch.inference_mode(), autocast:
+            skd.net_t(skd.lq)
+
+    return floor
+
+
 def step_cases(models, batch):
     """name -> callable running one iteration of that case on ``batch``."""
     for model in models.values():
@@ -147,14 +161,7 @@ def step_cases(models, batch):
     skd = models['skd']
     net_t = skd.net_t
     cri = skd.cri_contrast
-
-    def teacher_forward():
-        with torch.inference_mode():
-            net_t(batch['lq'])
-
-    def floor(i):
-        models['student'].optimize_parameters(i)
-        teacher_forward()
+    floor = floor_step(models['student'], skd)
 
     with torch.inference_mode():
         output_t = net_t(batch['lq'])  # computed once: the teacher forward is not part of L_CL's own cost

@@ -1,7 +1,8 @@
 """GPU check of skd_basicsr: MCA on CUDA against a float64 CPU reference, the SKD iteration against its floor,
-student against teacher latency, and SKD iterations under bf16 autocast.
+student against teacher latency, SKD iterations under bf16, and what mixed precision, channels_last and compile
+(issue 20's ``train.*`` options) do to the SKD iteration, to a short training run and to the student's latency.
 
-Four sections, each timed and reported on its own, so that one that fails still leaves the others' results:
+Seven sections, each timed and reported on its own, so that one that fails still leaves the others' results:
 
 1. ``mca``: every form of the MCA branches in ``skd_basicsr/distill/mca.py`` (exact global spatial on fused
    SDPA, its chunked exact fallback forced, local windows, pooled tokens, and the channel branch) in float32 and
@@ -16,11 +17,23 @@ Four sections, each timed and reported on its own, so that one that fails still 
    (CUDA events on a GPU).
 4. ``bf16``: SKD iterations (the option file's model, L_CL included) under bf16 autocast, every logged loss
    asserted finite.
+5. ``amp_iteration``: the option file's SKD iteration (L_CL included) and its floor, each built from the option
+   file with the ``train`` options of :data:`AMP_CASES` (fp32, bf16, bf16 + channels_last, bf16 + compile), as a
+   user's run builds them; every case against the fp32 floor and against its own floor, peak memory of each, and
+   issue 20's targets (:data:`TARGETS`) marked met or missed.
+6. ``amp_training``: the demo's recommended student (output-L1 from the teacher's selected weights; the shipped
+   demo teacher) trained from the same seed on the same batches of the demo's photos in fp32 and in bf16
+   (``train.amp``), both scored in float32 on the demo's held-out photos; the PSNR difference must stay within
+   :data:`PSNR_TOLERANCE_DB` (reported, not checked, with ``--smoke``, whose networks are tiny and untrained).
+7. ``amp_latency``: the option file's student at batch 1 in float32 and under bf16 autocast at each ``--sizes``,
+   timed alternately.
 
-Nothing is downloaded: the teacher has random weights (its speed does not depend on its values) and the data are
-random. On one H100 the full check takes well under 8 minutes; ``--device cpu --smoke`` runs the same code with
-tiny networks at 16 x 16 in well under a minute. The exit status is 1 when a section failed or a check missed its
-tolerance (the report is written anyway).
+Nothing is downloaded: the teacher of sections 2-5 and 7 has random weights (its speed does not depend on its
+values), their data are random, and the demo's photos ship with scikit-image. ``--device cpu --smoke`` runs the
+same code with tiny networks at 16 x 16 in well under a minute; there ``train.compile`` cases run eagerly
+(``torch._dynamo.config.disable``), because inductor compiles a tiny Restormer's training step for minutes on a CPU.
+The exit status is 1 when a section failed or a check missed its tolerance (the report is written anyway); a
+missed speed target is reported, not a failure.
 
 Usage:
     python benchmarks/gpu_check.py --out benchmarks/RESULTS_gpu.md
@@ -28,6 +41,7 @@ Usage:
 """
 import argparse
 import datetime
+import functools
 import math
 import platform
 import shlex
@@ -67,6 +81,10 @@ FULL = {
     'latency_warmup': 5,
     'latency_repeats': 20,
     'bf16_iters': 50,
+    # the demo's student budget (48 px patches, batch 4) for a few hundred iterations
+    'train_iters': 300,
+    'train_gt_size': 48,
+    'train_batch': 4,
 }
 SMOKE = {
     'mca_shape': (2, 8, 16, 16),
@@ -82,10 +100,27 @@ SMOKE = {
     'latency_warmup': 1,
     'latency_repeats': 2,
     'bf16_iters': 3,
+    'train_iters': 4,
+    'train_gt_size': 16,
+    'train_batch': 2,
 }
 # Restormers small enough for a CPU smoke run; the channel counts still differ, so the adapters are exercised
 SMOKE_NETS = {'network_g': {'dim': 4}, 'network_t': {'dim': 8}}
 SMOKE_SHAPE = {'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 1, 1, 1]}
+
+# issue 20's cases: the train options set on the option file, and the autocast dtype that the floor's teacher forward
+# takes with them (the SKD model's own teacher forward runs inside its training step, under the same autocast)
+NO_SPEED_OPTIONS = {'amp': False, 'channels_last': False, 'compile': False, 'tf32': False}
+AMP_CASES = {
+    'fp32': (NO_SPEED_OPTIONS, None),
+    'bf16': (dict(NO_SPEED_OPTIONS, amp='bf16'), torch.bfloat16),
+    'bf16_channels_last': (dict(NO_SPEED_OPTIONS, amp='bf16', channels_last=True), torch.bfloat16),
+    'bf16_compile': (dict(NO_SPEED_OPTIONS, amp='bf16', compile='default'), torch.bfloat16),
+}
+# issue 20's targets for the bf16 SKD iteration: (name, numerator, denominator, at most)
+TARGETS = (('bf16 SKD iteration / fp32 SKD iteration', 'bf16/skd', 'fp32/skd', 0.6),
+           ('bf16 SKD iteration / bf16 floor', 'bf16/skd', 'bf16/floor', 1.15))
+PSNR_TOLERANCE_DB = 0.05  # |bf16 - fp32| of the short training run's held-out PSNR
 
 
 class SectionFailed(Exception):
@@ -357,6 +392,16 @@ def random_batch(cfg, dev, seed):
     return {'gt': gt.to(dev.device), 'lq': lq.to(dev.device)}
 
 
+def synced(dev, run):
+    """``run(i)`` followed by a device synchronize, so that a case's time holds all of its work."""
+
+    def step(i):
+        run(i)
+        dev.sync()
+
+    return step
+
+
 def section_iteration(dev, cfg, ctx):
     """The iteration cases round-robin, medians; peak memory of one more run of each."""
     opt, models, windows = ctx.get()
@@ -372,16 +417,7 @@ def section_iteration(dev, cfg, ctx):
         what['skd_no_cl'] = 'the same with the spatial forms of the option file'
     cases = bench_skd.step_cases(models, random_batch(cfg, dev, 1))  # feeds every model
     cases.update((name, models[name].optimize_parameters) for name in ('skd_exact', 'skd_window'))
-
-    def synced(run):
-
-        def step(i):
-            run(i)
-            dev.sync()
-
-        return step
-
-    medians, times = bench_skd.round_robin({name: synced(cases[name]) for name in what}, cfg['rounds'])
+    medians, times = bench_skd.round_robin({name: synced(dev, cases[name]) for name in what}, cfg['rounds'])
     memory = {name: dev.peak_memory(lambda: cases[name](0)) for name in what}
     lines = [
         f'Option file `{osp.relpath(ctx.args.opt, ROOT)}`: student {bench_skd.net_text(opt["network_g"])}, '
@@ -405,13 +441,7 @@ def section_iteration(dev, cfg, ctx):
 
 def section_latency(dev, cfg, ctx):
     """Student and teacher forward at batch 1, alternately, after warm-up; medians."""
-    from basicsr.archs import build_network
-
-    opt = ctx.options()
-    nets = {}
-    for key in ('network_g', 'network_t'):
-        torch.manual_seed(0)
-        nets[key] = build_network(deepcopy(opt[key])).to(dev.device).eval()
+    nets = option_networks(ctx, dev, ('network_g', 'network_t'))
     params = {key: sum(p.numel() for p in net.parameters()) for key, net in nets.items()}
     lines = [
         f'Batch 1, float32, inference mode; {cfg["latency_warmup"]} warm-up forwards of each, then '
@@ -421,19 +451,36 @@ def section_latency(dev, cfg, ctx):
     ]
     for size in cfg['sizes']:
         x = torch.rand(1, 3, size, size, device=dev.device)
-        times = {key: [] for key in nets}
-        with torch.inference_mode():
-            for net in nets.values():
-                for _ in range(cfg['latency_warmup']):
-                    net(x)
-            dev.sync()
-            for _ in range(cfg['latency_repeats']):
-                for key, net in nets.items():
-                    times[key].append(dev.seconds(lambda: net(x)))
-        s, t = (statistics.median(times[key]) * 1000 for key in ('network_g', 'network_t'))
+        s, t = alternate_medians(dev, cfg, {key: functools.partial(net, x) for key, net in nets.items()})
         lines.append(f'| {size}^2 | {s:.2f} | {t:.2f} | {s / t:.3f} |')
         print(f'[gpu_check] latency {size}^2: student {s:.2f} ms, teacher {t:.2f} ms', flush=True)
     return lines
+
+
+def option_networks(ctx, dev, keys):
+    """key -> the option file's network ``key`` (``network_g``, ``network_t``) on the device in eval mode, seed 0."""
+    from basicsr.archs import build_network
+
+    nets = {}
+    for key in keys:
+        torch.manual_seed(0)
+        nets[key] = build_network(deepcopy(ctx.options()[key])).to(dev.device).eval()
+    return nets
+
+
+def alternate_medians(dev, cfg, forwards):
+    """Median milliseconds of each of ``forwards`` (name -> callable), in inference mode: ``latency_warmup`` runs of
+    each, then ``latency_repeats`` rounds running each once, so that drift in the device's speed hits all alike."""
+    times = {key: [] for key in forwards}
+    with torch.inference_mode():
+        for forward in forwards.values():
+            for _ in range(cfg['latency_warmup']):
+                forward()
+        dev.sync()
+        for _ in range(cfg['latency_repeats']):
+            for key, forward in forwards.items():
+                times[key].append(dev.seconds(forward))
+    return [statistics.median(times[key]) * 1000 for key in forwards]
 
 
 def section_bf16(dev, cfg, ctx):
@@ -477,10 +524,217 @@ def section_bf16(dev, cfg, ctx):
     return lines
 
 
-SECTIONS = (('mca', 'MCA on the device against the float64 CPU reference',
-             section_mca), ('iteration', 'One SKD iteration against the floor',
-                            section_iteration), ('latency', 'Student against teacher latency', section_latency),
-            ('bf16', 'SKD iterations under bf16 autocast', section_bf16))
+# ----------------------------------------------------------------------------------------------------------------
+# 5.-7. Issue 20: mixed precision, channels_last and compile, through the train options users set
+# ----------------------------------------------------------------------------------------------------------------
+def one_line(err):
+    """The error's type and the first line of its message, for a table cell."""
+    text = str(err).strip()
+    return f'{type(err).__name__}: {text.splitlines()[0]}' if text else type(err).__name__
+
+
+def options_text(train_opt):
+    """Train options as the option file writes them."""
+    return ', '.join(f'{key}: {str(value).lower()}' for key, value in train_opt.items())
+
+
+def section_amp_iteration(dev, cfg, ctx):
+    """The option file's SKD iteration and its floor under each case of :data:`AMP_CASES`, built from the option
+    file with the case's train options, round-robin; peak memory of each; the targets."""
+    opt = ctx.options()
+    steps, failed = {}, {}
+    for case, (train_opt, dtype) in AMP_CASES.items():
+        case_opt = deepcopy(opt)
+        case_opt['train'].update(train_opt)
+        options = bench_skd.case_options(case_opt)
+        try:  # a case the device cannot honour (refused, or failing in its first step) must not cost the others
+            built = bench_skd.build_all({name: options[name] for name in ('skd', 'student')})
+            for model in built.values():
+                model.feed_data(random_batch(cfg, dev, 1))
+            case_steps = {f'{case}/skd': synced(dev, built['skd'].optimize_parameters),
+                          f'{case}/floor': synced(dev, bench_skd.floor_step(built['student'], built['skd'], dtype))}
+            for step in case_steps.values():
+                step(0)  # the first step, where compile compiles
+        except Exception as err:
+            traceback.print_exc()
+            failed[case] = one_line(err)
+            continue
+        steps.update(case_steps)
+    medians, _ = bench_skd.round_robin(steps, cfg['rounds'])
+    memory = {name: dev.peak_memory(lambda: step(0)) for name, step in steps.items()}
+    lines = [
+        f'Option file `{osp.relpath(ctx.args.opt, ROOT)}`: student {bench_skd.net_text(opt["network_g"])}, teacher '
+        f'{bench_skd.net_text(opt["network_t"])}; SKDModel as the file has it (L_CL included), and its floor (the '
+        'student alone as SRModel, then one teacher forward in inference mode, under the case\'s autocast), each '
+        'built from the option file with the case\'s train options; batch '
+        f'({cfg["batch"]}, 3, {cfg["patch"]}, {cfg["patch"]}); one first step, then {cfg["rounds"]} rounds after a '
+        'warm-up round, cases round-robin, medians. Peak: memory allocated during one more step (CUDA).', '',
+        '| case | train options | SKD (ms) | floor (ms) | SKD / own floor | SKD / fp32 floor | SKD / fp32 SKD | '
+        'SKD peak (MiB) | floor peak (MiB) |', '| --- | --- |' + ' ---: |' * 7
+    ]
+    fp32_skd, fp32_floor = medians.get('fp32/skd'), medians.get('fp32/floor')
+    for case, (train_opt, _) in AMP_CASES.items():
+        if case in failed:
+            lines.append(f'| {case} | {options_text(train_opt)} | FAILED: {failed[case]} |' + ' |' * 6)
+            continue
+        skd, floor = medians[f'{case}/skd'], medians[f'{case}/floor']
+        peaks = ['n/a' if memory[f'{case}/{k}'] is None else f'{memory[f"{case}/{k}"][0] / MIB:.0f}'
+                 for k in ('skd', 'floor')]
+        vs_fp32 = [f'{skd / ref:.3f}' if ref else '-' for ref in (fp32_floor, fp32_skd)]
+        lines.append(f'| {case} | {options_text(train_opt)} | {skd * 1000:.1f} | {floor * 1000:.1f} | '
+                     f'{skd / floor:.3f} | {vs_fp32[0]} | {vs_fp32[1]} | {peaks[0]} | {peaks[1]} |')
+    lines += ['', 'Targets (issue 20):']
+    for name, numerator, denominator, limit in TARGETS:
+        if numerator in medians and denominator in medians:
+            ratio = medians[numerator] / medians[denominator]
+            lines.append(f'- {name} = {ratio:.3f}, target at most {limit}: {"met" if ratio <= limit else "MISSED"}.')
+        else:
+            lines.append(f'- {name}: not measured (a case failed).')
+    if ctx.args.smoke:
+        lines.append('- Smoke run: toy sizes on a CPU; the targets are for the GPU, and compile ran eagerly.')
+    if failed:
+        raise SectionFailed('\n'.join(lines) + f'\n\nFailed cases: {", ".join(failed)}.')
+    return lines
+
+
+def training_pair(ctx):
+    """The networks of the short training run and the teacher's weights: the demo's student and its shipped,
+    trained teacher; with ``--smoke``, the smoke networks' shapes and a teacher of random weights."""
+    from basicsr.archs import build_network
+
+    from skd_basicsr.tools import demo
+
+    if not ctx.args.smoke:
+        return demo.DEMO_PAIR, demo.TEACHER_WEIGHTS
+    student, teacher = (dict(net, dim=SMOKE_NETS[key]['dim'], **SMOKE_SHAPE)
+                        for key, net in (('network_g', demo.STUDENT), ('network_t', demo.TEACHER)))
+    torch.manual_seed(0)
+    weights = osp.join(ctx.workdir, 'smoke_teacher.pth')
+    torch.save({'params': build_network(deepcopy(teacher)).state_dict()}, weights)
+    return demo.Pair(student, teacher), weights
+
+
+def train_and_score(opt, dev, workdir, folders, iters):
+    """Train ``opt``'s model ``iters`` iterations as BasicSR's loop does (seed, loader, learning rate, step), then
+    score its student in float32 on the demo's held-out photos; (mean PSNR, seconds, the last logged losses)."""
+    import yaml
+    from basicsr.data import build_dataloader, build_dataset
+    from basicsr.data.data_sampler import EnlargedSampler
+    from basicsr.metrics import calculate_psnr
+    from basicsr.models import build_model
+    from basicsr.utils import set_random_seed, tensor2img
+
+    from skd_basicsr.tools import demo
+
+    path = osp.join(workdir, f'{opt["name"]}.yml')
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    opt = bench_skd.read_options(path, workdir, num_gpu=1 if dev.cuda else 0)
+    set_random_seed(opt['manual_seed'])
+    dataset_opt = opt['datasets']['train']
+    dataset = build_dataset(dataset_opt)
+    sampler = EnlargedSampler(dataset, 1, 0, dataset_opt['dataset_enlarge_ratio'])
+    loader = build_dataloader(dataset, dataset_opt, num_gpu=opt['num_gpu'], dist=False, sampler=sampler,
+                              seed=opt['manual_seed'])
+    model = build_model(opt)
+    start, current, epoch = time.perf_counter(), 0, 0
+    while current < iters:
+        sampler.set_epoch(epoch)
+        for batch in loader:
+            current += 1
+            model.update_learning_rate(current, warmup_iter=opt['train'].get('warmup_iter', -1))
+            model.feed_data(batch)
+            model.optimize_parameters(current)
+            bad = [k for k, v in model.log_dict.items() if not math.isfinite(v)]
+            if bad:
+                raise SectionFailed(f'{opt["name"]}: non-finite {", ".join(bad)} at iteration {current}.')
+            if current == iters:
+                break
+        epoch += 1
+    dev.sync()
+    seconds = time.perf_counter() - start
+    net = model.get_bare_model(model.net_g).eval()
+    held_out = demo.held_out_dataset(folders, build_dataset)
+    psnrs = []
+    with torch.inference_mode():
+        for item in (held_out[i] for i in range(len(held_out))):
+            restored = net(item['lq'][None].to(dev.device)).float().cpu()
+            psnrs.append(calculate_psnr(tensor2img([restored[0]]), tensor2img([item['gt']]), 0))
+    return float(statistics.mean(psnrs)), seconds, dict(model.log_dict)
+
+
+def section_amp_training(dev, cfg, ctx):
+    """The demo's recommended student trained in fp32 and in bf16 from the same seed on the same batches, scored on
+    the held-out photos; the PSNR difference within :data:`PSNR_TOLERANCE_DB` (reported only with ``--smoke``)."""
+    from skd_basicsr.tools import demo
+
+    folders = demo.write_photos(osp.join(ctx.workdir, 'photos'))
+    pair, teacher_weights = training_pair(ctx)
+    budget = {'iter': cfg['train_iters'], 'gt_size': cfg['train_gt_size'], 'batch': cfg['train_batch']}
+    variant = demo.DEMO_VARIANTS[demo.STUDENTS['skd']]
+    runs = {}
+    for case in ('fp32', 'bf16'):
+        opt = demo.student_options(variant, f'amp_training_{case}', folders, budget, teacher_weights, pair=pair)
+        opt['train'].update(AMP_CASES[case][0])
+        runs[case] = train_and_score(opt, dev, ctx.workdir, folders, cfg['train_iters'])
+        print(f'[gpu_check] amp_training {case}: {runs[case][0]:.3f} dB, {runs[case][1]:.1f} s', flush=True)
+    losses = [k for k in runs['fp32'][2] if not k.startswith('l_gk_')]
+    source = 'random weights' if ctx.args.smoke else f'`{osp.relpath(teacher_weights, ROOT)}`'
+    lines = [
+        f'The demo\'s recommended student ({variant.what}; student {bench_skd.net_text(pair.student)}, teacher '
+        f'{bench_skd.net_text(pair.teacher)}, {source}), '
+        f'{cfg["train_iters"]} iterations of {cfg["train_batch"]} x {cfg["train_gt_size"]} px crops of the demo\'s '
+        f'{len(demo.TRAIN_PHOTOS)} training photos, seed 0 in both runs (the same initialisation, batches and noise); '
+        f'scored in float32 on the {len(demo.HELD_OUT_PHOTOS)} held-out photos with the demo\'s fixed sigma-'
+        f'{demo.SIGMA} noise (mean PSNR, RGB).', '',
+        '| train.amp | held-out PSNR (dB) | training (s) | ' + ' | '.join(f'last {k}' for k in losses) + ' |',
+        '| --- |' + ' ---: |' * (2 + len(losses))
+    ]
+    for case, (psnr, seconds, log) in runs.items():
+        lines.append(f'| {AMP_CASES[case][0]["amp"] or "false"} | {psnr:.3f} | {seconds:.1f} | ' +
+                     ' | '.join(f'{log[k]:.4g}' for k in losses) + ' |')
+    diff = runs['bf16'][0] - runs['fp32'][0]
+    within = abs(diff) <= PSNR_TOLERANCE_DB
+    verdict = 'within' if within else 'OUTSIDE'
+    lines += ['', f'bf16 - fp32 = {diff:+.3f} dB: {verdict} the tolerance of {PSNR_TOLERANCE_DB} dB'
+              f'{" (smoke run: tiny untrained networks, reported, not checked)" if ctx.args.smoke else ""}.']
+    if not within and not ctx.args.smoke:
+        raise SectionFailed('\n'.join(lines))
+    return lines
+
+
+def section_amp_latency(dev, cfg, ctx):
+    """The option file's student at batch 1 in float32 and under bf16 autocast (``basicsr infer --amp bf16``'s
+    forward), alternately, after warm-up; medians."""
+    from skd_basicsr.tools.infer import autocast_forward
+
+    net = option_networks(ctx, dev, ('network_g', ))['network_g']
+    bf16 = autocast_forward(net, dev.device.type, 'bfloat16')
+    lines = [
+        f'Student {bench_skd.net_text(ctx.options()["network_g"])}, batch 1, inference mode; float32, and the forward '
+        'of `basicsr infer --amp bf16` (bf16 autocast, output back to float32); '
+        f'{cfg["latency_warmup"]} warm-up forwards of each, then {cfg["latency_repeats"]} of each alternately, '
+        'medians.', '', '| size | fp32 (ms) | bf16 (ms) | bf16 / fp32 |', '| --- | ---: | ---: | ---: |'
+    ]
+    for size in cfg['sizes']:
+        x = torch.rand(1, 3, size, size, device=dev.device)
+        fp32_ms, bf16_ms = alternate_medians(dev, cfg, {'fp32': functools.partial(net, x),
+                                                        'bf16': functools.partial(bf16, x)})
+        lines.append(f'| {size}^2 | {fp32_ms:.2f} | {bf16_ms:.2f} | {bf16_ms / fp32_ms:.3f} |')
+        print(f'[gpu_check] amp_latency {size}^2: fp32 {fp32_ms:.2f} ms, bf16 {bf16_ms:.2f} ms', flush=True)
+    return lines
+
+
+SECTIONS = (
+    ('mca', 'MCA on the device against the float64 CPU reference', section_mca),
+    ('iteration', 'One SKD iteration against the floor', section_iteration),
+    ('latency', 'Student against teacher latency', section_latency),
+    ('bf16', 'SKD iterations under bf16 autocast', section_bf16),
+    ('amp_iteration', 'The SKD iteration in fp32, bf16, bf16 + channels_last and bf16 + compile',
+     section_amp_iteration),
+    ('amp_training', 'A short training run in fp32 and in bf16, scored on held-out photos', section_amp_training),
+    ('amp_latency', 'Student latency in fp32 and bf16', section_amp_latency),
+)
 
 
 def opt_path(opt):
@@ -503,6 +757,8 @@ def main(argv=None):
 
     dev = Device(args.device)
     cfg = SMOKE if args.smoke else FULL
+    if args.smoke:  # inductor compiles a tiny Restormer's training step for minutes on a CPU; the cases run eagerly
+        torch._dynamo.config.disable = True
     args.opt = opt_path(args.opt)
     body, failed = [], []
 

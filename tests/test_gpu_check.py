@@ -10,7 +10,7 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 from benchmarks import bench_skd, gpu_check
 
-SECTIONS = ('mca', 'iteration', 'latency', 'bf16')
+SECTIONS = ('mca', 'iteration', 'latency', 'bf16', 'amp_iteration', 'amp_training', 'amp_latency')
 NUMBER = re.compile(r'(?<![\w.])[-+]?(?:\d[\d,]*\.?\d*(?:e[-+]?\d+)?|nan|inf)(?![\w.])', re.IGNORECASE)
 
 
@@ -21,6 +21,11 @@ def table_numbers(text):
         if line.startswith('|') and not line.startswith('| ---'):
             numbers += [float(m.replace(',', '')) for m in NUMBER.findall(line)]
     return numbers
+
+
+def report_section(text, key):
+    """The report's section ``key``, from its heading to the next."""
+    return next(part for part in text.split('\n### ') if re.match(rf'.* \({key}, \d+\.\d s\)\n', part))
 
 
 def test_gpu_check_smoke_on_cpu(tmp_path):
@@ -52,6 +57,21 @@ def test_gpu_check_smoke_on_cpu(tmp_path):
     for case in ('student', 'floor', 'skd_no_spatial', 'skd_exact', 'skd_window'):
         assert re.search(rf'^\| {case} \|', text, re.MULTILINE), case
     assert 'Every logged loss finite at all 3 iterations' in text
+    # issue 20: each precision case against both floors with its memory (n/a on the CPU), the targets marked, the
+    # training run's PSNR difference reported, the student's latency in both precisions at both sizes
+    amp = report_section(text, 'amp_iteration')
+    for case in gpu_check.AMP_CASES:
+        assert re.search(rf'^\| {case} \| amp: .*\| n/a \| n/a \|$', amp, re.MULTILINE), case
+    for name, *_, limit in gpu_check.TARGETS:
+        assert re.search(rf'^- {re.escape(name)} = \d+\.\d+, target at most {limit}: (met|MISSED)\.$', amp,
+                         re.MULTILINE), name
+    training = report_section(text, 'amp_training')
+    assert re.search(r'^\| false \| \d+\.\d+ \|.*\n\| bf16 \| \d+\.\d+ \|', training, re.MULTILINE)
+    assert re.search(r'^bf16 - fp32 = [-+]\d\.\d{3} dB: (within|OUTSIDE) the tolerance of 0.05 dB \(smoke run',
+                     training, re.MULTILINE)
+    latency = report_section(text, 'amp_latency')
+    for size in gpu_check.SMOKE['sizes']:
+        assert re.search(rf'^\| {size}\^2 \| \d+\.\d+ \| \d+\.\d+ \| \d+\.\d+ \|$', latency, re.MULTILINE)
 
 
 def test_windowed_and_exact_options_replace_the_shipped_spatial_forms():
@@ -89,8 +109,9 @@ def test_a_failing_section_leaves_the_others_and_exit_status_1(tmp_path):
     code = gpu_check.main(['--device', 'cpu', '--smoke', '--opt', str(tmp_path / 'missing.yml'), '--out', str(out)])
     text = out.read_text()
     assert code == 1
-    assert 'FAILED sections: iteration, latency, bf16.' in text
+    assert 'FAILED sections: iteration, latency, bf16, amp_iteration, amp_latency.' in text
     assert re.search(r'^\| global \| float32 \|.*\| yes \|$', text, re.MULTILINE)  # mca needs no option file
+    assert 'bf16 - fp32 = ' in report_section(text, 'amp_training')  # nor does the training run on the demo's photos
 
 
 def test_the_cost_benchmark_keeps_the_sections_already_in_its_report():
