@@ -39,9 +39,10 @@ CNN_LAYERS = {'encoder_level1': 'body.6', 'decoder_level1': 'body.19', 'refineme
 # variants), and the variants it trains (benchmarks/study/variants.py), scratch first.
 Regime = namedtuple('Regime', 'what pair teacher_weights iters init variants')
 
-_RANDOM_START = ('scratch', 'output_kd', 'gkn', 'gkn_kd', 'gkn_kd_warmup', 'gkn_channel_kd', 'clf_kd', 'skdf_kd')
-_TEACHER_START = ('scratch_init', 'output_kd_init', 'gkn_kd_init', 'gkn_kd_warmup_init', 'clf_kd_init',
-                  'skdf_kd_init')
+# scratch and output-KD, then SKD's terms in the best forms found in the width study: normalised L_GK (8 x 8 windows
+# at full resolution) alone, with output-KD, and warmed up; the fixed L_CL; both
+_RANDOM_START = ('scratch', 'output_kd', 'gkn', 'gkn_kd', 'gkn_kd_warmup', 'clf_kd', 'skdf_kd')
+_TEACHER_START = ('scratch_init', 'output_kd_init', 'gkn_kd_init', 'clf_kd_init', 'skdf_kd_init')
 
 REGIMES = {
     'width': Regime('the demo student: the demo teacher cut in width (dim 16 -> 10), 0.40x its parameters',
