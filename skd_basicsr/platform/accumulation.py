@@ -21,6 +21,9 @@ How it works, and why this way:
   the mean over all N x B images, before any clipping); the once-per-step methods (``model_ema``, and those a model
   lists in ``once_per_step``) are skipped before the last; and under DDP every wrapped network runs the first N - 1
   backward passes under ``no_sync()``, so gradients are all-reduced once per step.
+* **Mixed precision.** Under ``train.amp`` every micro-batch runs its passes under autocast; under fp16 each
+  micro-batch's loss is scaled by the step's one loss scale, and the optimizer's guard unscales the summed gradients
+  once, after their division by N, and updates the scale once per step (:mod:`skd_basicsr.platform.precision`).
 * **Logs.** The logged losses are the mean over the micro-batches.
 
 For a network without batch statistics and losses that are means over the batch, N micro-batches of B give the

@@ -106,9 +106,16 @@ def save_network(self, net, net_label, current_iter, param_key='params'):
 
 
 def get_training_state(self, epoch, current_iter):
-    """What BasicSR keeps to resume: epoch, iteration, optimizer and scheduler states."""
-    return {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
-            'schedulers': [s.state_dict() for s in self.schedulers]}
+    """What BasicSR keeps to resume: epoch, iteration, optimizer and scheduler states; and the training precision's
+    state (the fp16 loss scale, :mod:`skd_basicsr.platform.precision`), restored by
+    :func:`skd_basicsr.platform.exact_resume.resuming_position`."""
+    state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+             'schedulers': [s.state_dict() for s in self.schedulers]}
+    precision = getattr(self, 'precision', None)
+    saved = precision.state_dict() if precision is not None else {}
+    if saved:
+        state['precision'] = saved
+    return state
 
 
 def save_training_state(self, epoch, current_iter):

@@ -7,7 +7,8 @@ data than the run it continues. Three additions make it the same run, for every 
   (:func:`counting_next`). A training state is written between two iterations, after the step and before the next
   batch is fetched, so that count is the number of batches the epoch has used.
 * **The random states.** Python's, NumPy's and torch's generators (CUDA's too where it is in use), of every rank, go
-  into the training state (:func:`training_state_position`).
+  into the training state (:func:`training_state_position`), and under ``train.amp: fp16`` the loss scale with it
+  (:func:`skd_basicsr.platform.checkpoint.get_training_state`).
 * **Resuming there.** On resume, the first time the training sampler is iterated (the epoch's first batch is about
   to be fetched), its indices start after the batches already used and every generator is set back to its saved
   state (:func:`skipping_iter`); the next batch is then the one the uninterrupted run fetched.
@@ -174,11 +175,15 @@ def worker_init_fn(worker_id, num_workers, rank, seed):
 
 
 def resuming_position(resume_training):
-    """``BaseModel.resume_training`` that also resumes the loader's position and the random states."""
+    """``BaseModel.resume_training`` that also resumes the loader's position, the random states and the fp16 loss
+    scale (:mod:`skd_basicsr.platform.precision`)."""
 
     @functools.wraps(resume_training)
     def resume_training_(self, resume_state):
         resume_training(self, resume_state)
         resume_position(self.opt, resume_state)
+        precision = getattr(self, 'precision', None)
+        if precision is not None:
+            precision.load_state_dict(resume_state.get('precision'))
 
     return resume_training_

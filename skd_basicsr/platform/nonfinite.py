@@ -14,6 +14,12 @@ Then :func:`skip_or_stop` skips the step (``train.skip_nonfinite: true``: no wei
 logged) or stops the run before the step with the error of :func:`nonfinite_error`, which names what became non-finite
 and the last good checkpoint. More than ``train.max_skipped_steps`` (default 100) skipped steps in a row stop the run
 too: a run that skips every step trains nothing.
+
+Under ``train.amp: fp16`` the loss is scaled before the backward (:mod:`skd_basicsr.platform.precision`). The guard
+unscales the gradients first, so that the norm, the clipping and the step see their true values; a gradient that is not
+finite then overflowed at the current loss scale, which is the GradScaler's normal business, not a fault:
+:func:`skip_overflow` skips the step, lowers the scale and logs it, whatever ``train.skip_nonfinite`` says, and counts
+it towards ``train.max_skipped_steps`` (a gradient that overflows at every scale is a run that never steps).
 """
 import types
 
@@ -52,11 +58,13 @@ def nonfinite_error(current_iter, what, opt):
     """The error that stops the run before the step: ``what`` became non-finite (e.g. 'the loss term(s) l_pix'), the
     last good checkpoint, what to do."""
     last = checkpoint.latest_training_state(opt)
+    fp16 = ' Under train.amp: fp16 a forward pass can overflow float16; bf16 has float32\'s range.' if (
+        opt.get('train') or {}).get('amp') == 'fp16' else ''
     return FloatingPointError(
         f'iter {current_iter}: {what} became non-finite; training stopped before '
         f'the step, so no weight was touched. Last good checkpoint: {last or "none yet"}. Lower the learning '
         'rate or the loss weights and resume with --auto_resume, or set train.skip_nonfinite: true to skip '
-        'such steps.')
+        f'such steps.{fp16}')
 
 
 def max_skipped_steps(train_opt):
@@ -78,20 +86,45 @@ def skip_or_stop(model, what, logged):
     """
     from basicsr.utils import get_root_logger
 
-    train_opt = model.opt.get('train') or {}
     current_iter = getattr(model, 'current_iter', '?')
-    if not train_opt.get('skip_nonfinite', False):
+    if not (model.opt.get('train') or {}).get('skip_nonfinite', False):
         raise nonfinite_error(current_iter, what, model.opt)
+    count_skipped(model, f'{what} became non-finite')
+    get_root_logger().warning(f'iter {current_iter}: {logged}; step skipped on every rank (train.skip_nonfinite).')
+
+
+def skip_overflow(model, scaler):
+    """Under fp16: the unscaled gradient overflowed at the loss scale; skip the step (every rank comes here together,
+    the gradients being all-reduced), lower the scale, log it, and go on unless :func:`count_skipped` says the run has
+    stopped training.
+
+    Args:
+        model: The BasicSR model (as in :func:`skip_or_stop`).
+        scaler (torch.amp.GradScaler): Its scaler, after ``unscale_`` recorded the overflow.
+    """
+    from basicsr.utils import get_root_logger
+
+    scale = scaler.get_scale()
+    scaler.update()
+    count_skipped(model, f'the fp16 gradient overflowed at loss scale {scale:g}')
+    get_root_logger().warning(f'iter {getattr(model, "current_iter", "?")}: fp16 gradient overflow at loss scale '
+                              f'{scale:g}; step skipped, loss scale lowered to {scaler.get_scale():g} (train.amp: '
+                              'fp16).')
+
+
+def count_skipped(model, because):
+    """Mark this iteration's step skipped (``model.skipped_step``: under ``train.accum_iter`` the step's other
+    micro-batches are given up too, and the EMA does not move) and stop the run after more than
+    ``train.max_skipped_steps`` skipped steps in a row; ``because`` says why the last one was."""
     model.skipped_step = True
     model.skipped_in_a_row = getattr(model, 'skipped_in_a_row', 0) + 1
-    limit = max_skipped_steps(train_opt)
+    limit = max_skipped_steps(model.opt.get('train') or {})
     if model.skipped_in_a_row > limit:
         last = checkpoint.latest_training_state(model.opt)
         raise FloatingPointError(
-            f'iter {current_iter}: {model.skipped_in_a_row} steps in a row were skipped, more than '
-            f'train.max_skipped_steps ({limit}); the last because {what} became non-finite. The run is not training. '
-            f'Last good checkpoint: {last or "none yet"}; lower the learning rate or the loss weights and resume.')
-    get_root_logger().warning(f'iter {current_iter}: {logged}; step skipped on every rank (train.skip_nonfinite).')
+            f'iter {getattr(model, "current_iter", "?")}: {model.skipped_in_a_row} steps in a row were skipped, more '
+            f'than train.max_skipped_steps ({limit}); the last because {because}. The run is not training. Last good '
+            f'checkpoint: {last or "none yet"}; lower the learning rate or the loss weights and resume.')
 
 
 def total_grad_norm(params, max_norm=None):
@@ -110,18 +143,30 @@ def attach_step_guard(optimizer, model, max_norm=None):
     """Make ``optimizer.step`` check the gradient norm on every rank first, clipping it to ``max_norm`` when given.
 
     A finite norm steps (and resets the count of skipped steps); a non-finite one clears the gradients and goes to
-    :func:`skip_or_stop`, so that no weight and no optimizer state moves. The guard is a bound method, as PyTorch's LR
-    schedulers expect ``optimizer.step`` to be.
+    :func:`skip_or_stop`, so that no weight and no optimizer state moves. Under fp16 (``model.precision.scaler``) the
+    gradients are unscaled first, a non-finite norm goes to :func:`skip_overflow` instead, and the scale is updated
+    after every step. The guard is a bound method, as PyTorch's LR schedulers expect ``optimizer.step`` to be.
     """
     step = optimizer.step
 
     def guarded_step(self, *args, **kwargs):
-        norm = total_grad_norm([p for group in self.param_groups for p in group['params']], max_norm)
+        params = [p for group in self.param_groups for p in group['params']]
+        scaler = getattr(getattr(model, 'precision', None), 'scaler', None)
+        scaled = scaler is not None and any(p.grad is not None for p in params)
+        if scaled:
+            scaler.unscale_(self)
+        norm = total_grad_norm(params, max_norm)
         if norm is None or finite_on_every_rank(norm, model.opt.get('dist', False)):
             model.skipped_in_a_row = 0
-            return step(*args, **kwargs)
+            result = step(*args, **kwargs)
+            if scaled:
+                scaler.update()
+            return result
         self.zero_grad(set_to_none=True)
-        skip_or_stop(model, 'the gradient', f'non-finite gradient (total norm {float(norm)})')
+        if scaled:
+            skip_overflow(model, scaler)
+        else:
+            skip_or_stop(model, 'the gradient', f'non-finite gradient (total norm {float(norm)})')
         return None
 
     optimizer.step = types.MethodType(guarded_step, optimizer)

@@ -7,7 +7,8 @@ load, optimise and schedule through them too. The replacements live in the modul
 :mod:`skd_basicsr.platform.checkpoint`, :mod:`skd_basicsr.platform.optim`, :mod:`skd_basicsr.platform.lr_scheduler`,
 :mod:`skd_basicsr.platform.training_batch` (progressive patches and mixing augmentation),
 :mod:`skd_basicsr.platform.padded_test` (validation at any input size),
-:mod:`skd_basicsr.platform.accumulation` (gradient accumulation), :mod:`skd_basicsr.platform.exact_resume`,
+:mod:`skd_basicsr.platform.accumulation` (gradient accumulation), :mod:`skd_basicsr.platform.precision` (mixed
+precision, channels_last, torch.compile, TF32), :mod:`skd_basicsr.platform.exact_resume`,
 :mod:`skd_basicsr.platform.data.preflight`. It knows nothing of distillation: the distillation declares its frozen
 teacher to the resume rule (:func:`skd_basicsr.platform.checkpoint.freeze_on_resume`).
 """
@@ -19,13 +20,15 @@ _APPLIED = []
 
 
 def checking_training_options(init):
-    """``BaseModel.__init__`` that, in training, checks the clipping and skipping options, records the iteration
-    of each ``optimize_parameters`` call and attaches the training-batch transforms (progressive patches, mixing
-    augmentation) and gradient accumulation.
+    """``BaseModel.__init__`` that checks ``val.amp`` and attaches it, and, in training, checks the clipping and
+    skipping options, attaches the training precision (``train.amp``, ``channels_last``, ``compile``, ``tf32``),
+    records the iteration of each ``optimize_parameters`` call and attaches the training-batch transforms
+    (progressive patches, mixing augmentation) and gradient accumulation.
 
-    ``BaseModel.__init__`` runs before a model builds its networks, so a wrong option fails at once.
+    ``BaseModel.__init__`` runs before a model builds its networks, so a wrong option fails at once; the device is
+    known there (``self.device``), so an option it cannot honour fails at once too.
     """
-    from skd_basicsr.platform import training_batch
+    from skd_basicsr.platform import precision, training_batch
     from skd_basicsr.platform.accumulation import accum_iter
     from skd_basicsr.platform.mixing import MixingAugment
     from skd_basicsr.platform.nonfinite import max_skipped_steps
@@ -35,15 +38,17 @@ def checking_training_options(init):
     @functools.wraps(init)
     def __init__(self, opt, *args, **kwargs):
         init(self, opt, *args, **kwargs)
+        precision.attach_validation(self)
         if self.is_train:
             grad_clip_norm(opt.get('train') or {})
             max_skipped_steps(opt.get('train') or {})
+            step = precision.attach_training(self)
             recording_iteration(self)
             # cropped first, then mixed, as in Restormer's training loop
             transforms = [t for t in (ProgressivePatches.from_options(opt), MixingAugment.from_options(opt)) if t]
             count = accum_iter(opt.get('train'))
             if transforms or count > 1:
-                training_batch.attach(self, transforms, count)
+                training_batch.attach(self, transforms, count, step)
 
     return __init__
 
@@ -132,8 +137,9 @@ def changes():
         (model, 'setup_schedulers', lr_scheduler.setup_schedulers, 'it lacks Restormer\'s cyclic cosine schedule'),
         (model, '__init__', checking_training_options(model.__init__),
          'check clipping and skipping, record the iteration for the gradient guard, attach progressive patches '
-         '(train.progressive), Restormer\'s mixing augmentation (train.mixing_augs) and gradient accumulation '
-         '(train.accum_iter) before any network is built'),
+         '(train.progressive), Restormer\'s mixing augmentation (train.mixing_augs), gradient accumulation '
+         '(train.accum_iter), mixed precision (train.amp, val.amp), channels_last, torch.compile and TF32 before any '
+         'network is built; BasicSR has no mixed precision, and SRModel\'s own step runs untouched when amp is off'),
         (bsr_train, 'create_train_val_dataloader', preflight.refusing_empty_loader(
             accumulation.loading_micro_batches(bsr_train.create_train_val_dataloader)),
          'under train.accum_iter the loader delivers every micro-batch of a step, and BasicSR\'s epoch arithmetic '

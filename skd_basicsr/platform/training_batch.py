@@ -23,7 +23,7 @@ import functools
 from skd_basicsr.platform.accumulation import MicroSteps, mean_logs, split
 
 
-def attach(model, transforms, accum_iter=1):
+def attach(model, transforms, accum_iter=1, step=None):
     """Wrap ``model.update_learning_rate`` and ``model.feed_data`` of this one instance (see the module doc), and
     ``model.optimize_parameters`` when ``accum_iter`` > 1.
 
@@ -32,6 +32,9 @@ def attach(model, transforms, accum_iter=1):
         transforms (list[callable]): ``(lq, gt, current_iter) -> (lq, gt)``, applied in order to each training
             batch (to each micro-batch under accumulation); ``gt`` may be None.
         accum_iter (int): Micro-batches per optimizer step (:mod:`skd_basicsr.platform.accumulation`). Default: 1.
+        step (callable | None): ``(model, current_iter) -> None``, the step that replaced the class's
+            ``optimize_parameters`` on this instance (SRModel's under ``train.amp``,
+            :func:`skd_basicsr.platform.precision.sr_step`); None for the class's own. Default: None.
     """
     cls = type(model)
     pending = []  # the iteration recorded by update_learning_rate, consumed by the next feed_data
@@ -65,18 +68,21 @@ def attach(model, transforms, accum_iter=1):
         if gt is not None:
             model.gt = gt
 
+    def own_step(current_iter, *args, **kwargs):
+        return (step or cls.optimize_parameters)(model, current_iter, *args, **kwargs)
+
     @functools.wraps(cls.optimize_parameters)
     def optimize_parameters(current_iter, *args, **kwargs):
         batches = list(micro_batches)
         micro_batches.clear()
         if len(batches) < 2:  # not fed by the training loop: the model's own step on what it holds
-            return cls.optimize_parameters(model, current_iter, *args, **kwargs)
+            return own_step(current_iter, *args, **kwargs)
         steps, logs = MicroSteps(model, len(batches)), []
         for index, batch in enumerate(batches):
             show(*batch)
             model.skipped_step = False
             with steps.step(index):
-                cls.optimize_parameters(model, current_iter, *args, **kwargs)
+                own_step(current_iter, *args, **kwargs)
             logs.append(model.log_dict)
             if model.skipped_step:  # a model that gives up this step (SKDModel's non-finite guard): all of it
                 steps.zero_grad()
