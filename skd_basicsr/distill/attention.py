@@ -132,10 +132,20 @@ class RowSoftmaxSpatialMCA(torch.autograd.Function):
     Forward keeps only S and T for backward; backward recomputes each chunk of the softmax. Working memory is
     about two (B, chunk, N) blocks. Not twice differentiable. Call it as ``RowSoftmaxSpatialMCA.apply(s, t,
     scale, chunk)``.
+
+    Under autocast (``train.amp``) it computes in the dtype of its inputs (the wider of the two), as autocast's own
+    products would for inputs of one dtype: its in-place accumulations need one dtype, which autocast, casting each
+    product on its own, would not keep where student and teacher features differ in dtype.
     """
 
     @staticmethod
     def forward(ctx, s, t, scale, chunk):
+        dtype = torch.promote_types(s.dtype, t.dtype)
+        with torch.autocast(s.device.type, enabled=False):
+            return RowSoftmaxSpatialMCA._forward(ctx, s.to(dtype), t.to(dtype), scale, chunk)
+
+    @staticmethod
+    def _forward(ctx, s, t, scale, chunk):
         n = s.shape[-1]
         out = torch.zeros_like(s)
         t_scaled = t * scale  # scaling the (B, C, N) operand spares a pass over every (B, chunk, N) block
@@ -151,6 +161,11 @@ class RowSoftmaxSpatialMCA(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         s, t = ctx.saved_tensors
+        with torch.autocast(s.device.type, enabled=False):
+            return RowSoftmaxSpatialMCA._backward(ctx, s, t, grad_out.to(s.dtype))
+
+    @staticmethod
+    def _backward(ctx, s, t, grad_out):
         scale, chunk = ctx.scale, ctx.chunk
         need_s, need_t = ctx.needs_input_grad[:2]
         n = s.shape[-1]

@@ -10,7 +10,10 @@ One SKD iteration, every forward pass listed where it happens (:meth:`SKDModel.o
 5. the same space on a negative that pass 2 did not see (super-resolution: the upsampled input).
 
 Then the adapters map the student's levels to the teacher's channels, L_GK and L_CL are computed, and one backward
-and one optimizer step update the student and the adapters.
+and one optimizer step update the student and the adapters. Under ``train.amp`` the five passes and the losses run
+under autocast, the teacher's included, and the backward is the training precision's (the fp16 loss scale:
+:mod:`skd_basicsr.platform.precision`); the parts of the losses whose precision was measured to matter compute in
+float32 (the Gaussian kernel and the channel softmax of :mod:`skd_basicsr.distill.mca`, L_CL's distances).
 """
 from collections import OrderedDict
 from copy import deepcopy
@@ -31,6 +34,7 @@ from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.platform.loss_builder import build_loss_checked
 from skd_basicsr.platform.network_spec import NetworkSpec
 from skd_basicsr.platform.nonfinite import finite_on_every_rank, nonfinite_terms, skip_or_stop
+from skd_basicsr.platform.precision import precision_aware, sr_loss_terms
 
 # options of the distillation study that the product does not take (benchmarks/study)
 STUDY_OPTIONS = {name: f'{name} is an option of the distillation study (benchmarks/study, {cls}), not of the product.'
@@ -180,39 +184,41 @@ class SKDModel(SRModel):
     # ----------------------------------------------------------------------------------------------------------
     # training
     # ----------------------------------------------------------------------------------------------------------
+    @precision_aware
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad()
         scale = self.distill_scale(current_iter)
-        # pass 1: the student on the input
-        with self.taps_s.recording() as feats_s:
-            self.output = self.net_g(self.lq)
-        # pass 2: the teacher on the input. no_grad, not inference_mode: inference tensors cannot be saved for
-        # backward, so a loss whose backward keeps its target (MSELoss, and any user loss) would fail on the
-        # teacher's output and features; inference_mode would only also skip version-counter bookkeeping.
-        with torch.no_grad(), self.taps_t.recording() as feats_t:
-            self.output_t = self.net_t(self.lq)
-        contrast = None
-        # L_CL's negatives (a subclass may have none yet: then L_CL is not computed)
-        images, recorded = self.contrast_negatives(feats_t) if self.cri_contrast and scale > 0 else ([], [])
-        if images:
-            # pass 3: L_CL's feature space on the student's output, with gradient to the student
-            anchor = self.contrast_space(self.output)
-            with torch.no_grad():
-                # pass 4: ... on the positive(s)
-                positives = [self.contrast_space(img) for img in self.cri_contrast.positives(self.output_t, self.gt)]
-                # pass 5: ... on the negatives whose features pass 2 did not record
-                negatives = [self.contrast_space(img) if feats is None else feats
-                             for img, feats in zip(images, recorded)]
-            contrast = (anchor, positives, negatives)
-
-        terms = self.loss_terms(feats_s, feats_t, contrast, scale)
+        with self.precision.autocast():
+            # pass 1: the student on the input
+            with self.taps_s.recording() as feats_s:
+                self.output = self.net_g(self.lq)
+            # pass 2: the teacher on the input. no_grad, not inference_mode: inference tensors cannot be saved for
+            # backward, so a loss whose backward keeps its target (MSELoss, and any user loss) would fail on the
+            # teacher's output and features; inference_mode would only also skip version-counter bookkeeping.
+            with torch.no_grad(), self.taps_t.recording() as feats_t:
+                self.output_t = self.net_t(self.lq)
+            contrast = None
+            # L_CL's negatives (a subclass may have none yet: then L_CL is not computed)
+            images, recorded = self.contrast_negatives(feats_t) if self.cri_contrast and scale > 0 else ([], [])
+            if images:
+                # pass 3: L_CL's feature space on the student's output, with gradient to the student
+                anchor = self.contrast_space(self.output)
+                with torch.no_grad():
+                    # pass 4: ... on the positive(s)
+                    positives = [self.contrast_space(img)
+                                 for img in self.cri_contrast.positives(self.output_t, self.gt)]
+                    # pass 5: ... on the negatives whose features pass 2 did not record
+                    negatives = [self.contrast_space(img) if feats is None else feats
+                                 for img, feats in zip(images, recorded)]
+                contrast = (anchor, positives, negatives)
+            terms = self.loss_terms(feats_s, feats_t, contrast, scale)
         l_total = sum(value for _, value, summed in terms if summed)
         loss_dict = OrderedDict((name, value) for name, value, _ in terms)
         if not finite_on_every_rank(l_total, self.opt.get('dist', False)):
             self.log_dict = self.reduce_loss_dict(loss_dict)
             self.handle_nonfinite(current_iter, loss_dict)
             return
-        l_total.backward()
+        self.precision.backward(l_total)
         self.optimizer_g.step()
         self.after_step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
@@ -227,12 +233,7 @@ class SKDModel(SRModel):
         (:meth:`distill_scale`) multiplies L_GK and L_CL; at 0 they are not computed and are logged as 0.
         """
         zero = self.output.new_zeros(())
-        terms = []
-        if self.cri_pix:
-            terms.append(('l_pix', self.cri_pix(self.output, self.gt), True))
-        if self.cri_perceptual:
-            percep_style = zip(('l_percep', 'l_style'), self.cri_perceptual(self.output, self.gt))
-            terms += [(name, value, True) for name, value in percep_style if value is not None]
+        terms = [(name, value, True) for name, value in sr_loss_terms(self)]
         if self.cri_feat and scale > 0:
             student = self.adapters([feats_s[p['student']] for p in self.pairs])
             l_gk, parts = self.cri_feat(student, [feats_t[p['teacher']] for p in self.pairs])

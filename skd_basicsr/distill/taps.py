@@ -9,6 +9,11 @@ in-place ops are fixed by its code, so one forward finds them all (:meth:`Featur
 runs in its shape probe). A change found in a later recording raises :class:`FeatureChangedInPlace` rather than
 hand over a wrong feature. Tensors made under ``torch.inference_mode()`` have no version counter, so there only the
 taps already found are copied.
+
+Under ``torch.compile`` (``train.compile``) the hooks are traced into the compiled graph: dynamo cannot trace the
+version check nor a hook that ends the forward, so there a hook only records (a copy where the eager probe found an
+in-place change: SKDModel runs it before it compiles), and :meth:`FeatureTaps.capture` runs the whole forward. The
+graph is compiled once while recording and once while not; the features are those of the eager network (tested).
 """
 import difflib
 from collections import OrderedDict
@@ -59,6 +64,9 @@ class FeatureTaps:
 
         def record(module, inputs, output):
             if not self._recording:
+                return
+            if torch.compiler.is_compiling():
+                self.features[name] = output.clone() if name in self.copied else output
                 return
             if name in self.copied:
                 output = output.clone()

@@ -13,6 +13,7 @@ from basicsr.utils import tensor2img
 from skd_basicsr.platform import checkpoint
 from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.platform.network_spec import NetworkSpec, forward_padded
+from skd_basicsr.platform.precision import validation_autocast
 
 checkpoint.freeze_on_resume('network_t')
 
@@ -44,7 +45,8 @@ def teacher_metrics(net_t, dataloader, opt, device):
     """The teacher's mean of every ``val.metrics`` entry over ``dataloader``.
 
     Each input is padded to the multiple ``network_t`` needs, as validation pads it for ``network_g``
-    (:mod:`skd_basicsr.platform.padded_test`), and the output cropped back.
+    (:mod:`skd_basicsr.platform.padded_test`), and the output cropped back; under ``val.amp`` the teacher runs under
+    the autocast the student's validation runs under, its output back in float32 before the metrics.
 
     Returns:
         dict[str, float]: metric name -> mean value.
@@ -53,9 +55,9 @@ def teacher_metrics(net_t, dataloader, opt, device):
     count = 0
     multiple = NetworkSpec.from_options(opt['network_t'], 'network_t').size_multiple
     for data in dataloader:
-        with torch.inference_mode():
+        with torch.inference_mode(), validation_autocast(opt, device):
             output = forward_padded(net_t, data['lq'].to(device), multiple)
-        metric_data = {'img': tensor2img([output.cpu()])}
+        metric_data = {'img': tensor2img([output.float().cpu()])}
         if 'gt' in data:
             metric_data['img2'] = tensor2img([data['gt']])
         for metric, metric_opt in opt['val']['metrics'].items():
