@@ -33,6 +33,26 @@ confirmed by the demo run. Any positive number can be given instead.
 
 The attention numerics (fused SDPA, the chunked exact fallback, the row-softmax autograd function) live in
 :mod:`skd_basicsr.distill.attention`; this module holds the forms and the checks of their arguments.
+
+Mixed precision (``train.amp``). Under autocast the features, the affinity products and the attention come in bfloat16
+or float16. Two steps compute in float32: the Gaussian kernel from the difference on, and the channel branch's C x C
+softmax; the spatial branch does not. Measured on the CPU (2026-12) with the demo's teacher and a student selected
+from it: 4 noisy 96 px crops, the 8 levels, the three branches (exact spatial). Each term and its gradient were
+computed under autocast and in float32 on the same inputs (fp16 at the largest loss scale GradScaler would keep:
+65536, halved until finite). Relative errors, value / gradient, for the student as selected and (after the arrow) for
+the teacher's features plus 1%, a student close to its teacher:
+
+* all in the autocast dtype, bf16: direct 3.9e-3 / 3.8e-3 -> 3.7e-3 / 2.3e-3, channel 2.0e-3 / 7.6e-3 -> 1.8e-3 /
+  3.4e-3, spatial 5.6e-3 / 6.2e-3 -> 2.4e-3 / 7.2e-3. fp16: the direct term 1.8e-2 off for the close student (its
+  squared differences fall below float16's normal range), and the gradients overflowed at the scale 65536;
+* the kernel in float32: every value within 4e-4 (bf16) and 5e-5 (fp16), and fp16 keeps the scale 65536;
+* the channel softmax in float32 too (one C x C matrix per sample, nothing next to the products): the channel
+  gradient 6.9e-3 -> 4.1e-3 (bf16; 6.0e-3 -> 4.8e-3 at 128 px) and 7.7e-4 -> 5.1e-4 (fp16).
+
+What stays (bf16: direct 2.4e-3, channel 4.1e-3, spatial 5.7e-3; fp16 at most 1.4e-3) is mostly the rounding of the
+features themselves, which no float32 step after them undoes. The spatial branch in float32 would take its gradient
+from 5.7e-3 to 1.7e-3, at the price of its N^2 attention, the costliest part of SKD, in float32: it stays in the
+autocast dtype (SDPA accumulates its softmax in float32 anyway).
 """
 import math
 import numbers
@@ -126,7 +146,9 @@ def mca_channel(s, t, temperature='auto'):
     t_flat = autograd_safe(t).reshape(b, c, h * w)
     scale = 1.0 / resolve_temperature(temperature, h * w)
     logits = torch.bmm(t_flat, s_flat.transpose(1, 2))
-    return torch.bmm(torch.softmax(logits * scale, dim=-1), s_flat).reshape(b, c, h, w)
+    # the C x C softmax in float32 under autocast (train.amp): measured, see the module doc
+    probs = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)) * scale, dim=-1)
+    return torch.bmm(probs.to(s_flat.dtype), s_flat).reshape(b, c, h, w)
 
 
 def mca_spatial(s, t, temperature='auto', softmax='contracted', chunk_size=DEFAULT_CHUNK_SIZE, attention='auto'):
@@ -328,12 +350,15 @@ def gaussian_kernel_distance(x, y, sigma=1.0):
         sigma (float): Kernel bandwidth, > 0. Default: 1.0.
 
     Returns:
-        Tensor: Of shape (B,), values in [0, 1).
+        Tensor: Of shape (B,), values in [0, 1), float32 at least (x and y may be float16 or bfloat16 under autocast).
     """
     if x.shape != y.shape:
         raise ValueError(f'gaussian_kernel_distance needs inputs of one shape, got {tuple(x.shape)} and '
                          f'{tuple(y.shape)}.')
     if not sigma > 0:
         raise ValueError(f'sigma={sigma!r} is not allowed: use a number > 0.')
-    mean_sq = (x - y).pow(2).flatten(1).mean(dim=1)
+    diff = x - y
+    # float32 from the difference on (train.amp): the squares of a student close to its teacher fall below float16's
+    # normal range, and the kernel's value and its scaled gradient lose what GK measures; see the module doc
+    mean_sq = diff.to(torch.promote_types(diff.dtype, torch.float32)).pow(2).flatten(1).mean(dim=1)
     return -torch.expm1(-mean_sq / (2.0 * sigma**2))
