@@ -66,8 +66,8 @@ def main(argv=None):
         for name, fp16 in (('onnxruntime fp32', False), ('onnxruntime fp16', True)):
             files[name] = osp.join(folder, f'{fp16}.onnx')
             onnx_util.export_onnx(net, files[name], 3, 8, TEACHER, fp16=fp16)
-        ways = {'torch fp32': net, 'autocast bf16': autocast_forward(net, 'cpu', 'bfloat16'),
-                'autocast fp16': autocast_forward(net, 'cpu', 'float16'),
+        ways = {'torch fp32': net, 'autocast bf16': autocast_forward(net, 'cpu', torch.bfloat16),
+                'autocast fp16': autocast_forward(net, 'cpu', torch.float16),
                 'torch float16': onnx_util.Float16Body(net)}
         ways.update((name, onnx_util.OnnxRunner(path)) for name, path in files.items())
         sizes = {name: os.path.getsize(path) for name, path in files.items()}

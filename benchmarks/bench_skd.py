@@ -140,15 +140,14 @@ def build_models(opt_file, workdir):
     return opt, build_all(case_options(opt))
 
 
-def floor_step(student, skd, autocast_dtype=None):
+def floor_step(student, skd):
     """One iteration of the floor: ``student``'s training iteration, then one forward of ``skd``'s teacher on the
-    input ``skd`` was fed, under inference mode (and autocast in ``autocast_dtype`` where the SKD model trains under
-    it): the least that any distillation of this teacher can cost. Both models must have been fed the batch."""
+    input ``skd`` was fed, in inference mode under ``skd``'s training autocast (``train.amp``): the least that any
+    distillation of this teacher can cost. Both models must have been fed the batch."""
 
     def floor(i):
         student.optimize_parameters(i)
-        autocast = torch.autocast(skd.lq.device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), skd.precision.autocast():
             skd.net_t(skd.lq)
 
     return floor

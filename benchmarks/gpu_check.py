@@ -15,7 +15,7 @@ Seven sections, each timed and reported on its own, so that one that fails still
    L_CL with the spatial branch dropped, in its exact global form, and with windows at the full-resolution levels.
 3. ``latency``: student and teacher inference at batch 1 and each ``--sizes``, timed alternately after warm-up
    (CUDA events on a GPU).
-4. ``bf16``: SKD iterations (the option file's model, L_CL included) under bf16 autocast, every logged loss
+4. ``bf16``: SKD iterations (the option file's model, L_CL included) with ``train.amp: bf16``, every logged loss
    asserted finite.
 5. ``amp_iteration``: the option file's SKD iteration (L_CL included) and its floor, each built from the option
    file with the ``train`` options of :data:`AMP_CASES` (fp32, bf16, bf16 + channels_last, bf16 + compile), as a
@@ -108,14 +108,13 @@ SMOKE = {
 SMOKE_NETS = {'network_g': {'dim': 4}, 'network_t': {'dim': 8}}
 SMOKE_SHAPE = {'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 1, 1, 1]}
 
-# issue 20's cases: the train options set on the option file, and the autocast dtype that the floor's teacher forward
-# takes with them (the SKD model's own teacher forward runs inside its training step, under the same autocast)
+# issue 20's cases: the train options set on the option file
 NO_SPEED_OPTIONS = {'amp': False, 'channels_last': False, 'compile': False, 'tf32': False}
 AMP_CASES = {
-    'fp32': (NO_SPEED_OPTIONS, None),
-    'bf16': (dict(NO_SPEED_OPTIONS, amp='bf16'), torch.bfloat16),
-    'bf16_channels_last': (dict(NO_SPEED_OPTIONS, amp='bf16', channels_last=True), torch.bfloat16),
-    'bf16_compile': (dict(NO_SPEED_OPTIONS, amp='bf16', compile='default'), torch.bfloat16),
+    'fp32': NO_SPEED_OPTIONS,
+    'bf16': dict(NO_SPEED_OPTIONS, amp='bf16'),
+    'bf16_channels_last': dict(NO_SPEED_OPTIONS, amp='bf16', channels_last=True),
+    'bf16_compile': dict(NO_SPEED_OPTIONS, amp='bf16', compile='default'),
 }
 # issue 20's targets for the bf16 SKD iteration: (name, numerator, denominator, at most)
 TARGETS = (('bf16 SKD iteration / fp32 SKD iteration', 'bf16/skd', 'fp32/skd', 0.6),
@@ -483,20 +482,24 @@ def alternate_medians(dev, cfg, forwards):
     return [statistics.median(times[key]) * 1000 for key in forwards]
 
 
+def case_models(ctx, case, names):
+    """name -> the option file's model ``name`` (:func:`bench_skd.case_options`' 'skd', 'student', ...) built with
+    the train options of ``AMP_CASES[case]``, as a user's run with those options builds it."""
+    case_opt = deepcopy(ctx.options())
+    case_opt['train'].update(AMP_CASES[case])
+    options = bench_skd.case_options(case_opt)
+    return bench_skd.build_all({name: options[name] for name in names})
+
+
 def section_bf16(dev, cfg, ctx):
-    """The option file's SKD model (L_CL included) trained under bf16 autocast; every logged loss must be finite."""
-    opt, models, _ = ctx.get()
-    skd = models['skd']
+    """The option file's SKD model (L_CL included) trained with ``train.amp: bf16``; every logged loss must be
+    finite."""
+    skd = case_models(ctx, 'bf16', ('skd', ))['skd']
     logs, seconds, failure = [], [], None
     for i in range(1, cfg['bf16_iters'] + 1):
         skd.feed_data(random_batch(cfg, dev, 100 + i))
-
-        def step():
-            with torch.autocast(dev.device.type, dtype=torch.bfloat16):
-                skd.optimize_parameters(i)
-
         try:
-            seconds.append(dev.seconds(step))
+            seconds.append(dev.seconds(functools.partial(skd.optimize_parameters, i)))
         except FloatingPointError as err:  # SKDModel stops on a non-finite total loss before the step
             failure = f'iteration {i}: {err}'
             break
@@ -510,7 +513,7 @@ def section_bf16(dev, cfg, ctx):
     summed = [k for k in logs[0] if not k.startswith('l_gk_')] if logs else []
     lines = [
         f'{len(logs)} of {cfg["bf16_iters"]} iterations of SKDModel as in the option file (feature form as '
-        f'shipped, L_CL included) under `torch.autocast({dev.device.type!r}, dtype=torch.bfloat16)`, a new '
+        f'shipped, L_CL included) with `train.amp: bf16` (bf16 autocast on {dev.device.type}), a new '
         f'random batch ({cfg["batch"]}, 3, {cfg["patch"]}, {cfg["patch"]}) each; median '
         f'{statistics.median(seconds) * 1000 if seconds else float("nan"):.1f} ms per iteration '
         '(the first included in the runs, not in a warm-up).', '', '| iteration | ' + ' | '.join(summed) + ' |',
@@ -543,16 +546,13 @@ def section_amp_iteration(dev, cfg, ctx):
     file with the case's train options, round-robin; peak memory of each; the targets."""
     opt = ctx.options()
     steps, failed = {}, {}
-    for case, (train_opt, dtype) in AMP_CASES.items():
-        case_opt = deepcopy(opt)
-        case_opt['train'].update(train_opt)
-        options = bench_skd.case_options(case_opt)
+    for case in AMP_CASES:
         try:  # a case the device cannot honour (refused, or failing in its first step) must not cost the others
-            built = bench_skd.build_all({name: options[name] for name in ('skd', 'student')})
+            built = case_models(ctx, case, ('skd', 'student'))
             for model in built.values():
                 model.feed_data(random_batch(cfg, dev, 1))
             case_steps = {f'{case}/skd': synced(dev, built['skd'].optimize_parameters),
-                          f'{case}/floor': synced(dev, bench_skd.floor_step(built['student'], built['skd'], dtype))}
+                          f'{case}/floor': synced(dev, bench_skd.floor_step(built['student'], built['skd']))}
             for step in case_steps.values():
                 step(0)  # the first step, where compile compiles
         except Exception as err:
@@ -573,7 +573,7 @@ def section_amp_iteration(dev, cfg, ctx):
         'SKD peak (MiB) | floor peak (MiB) |', '| --- | --- |' + ' ---: |' * 7
     ]
     fp32_skd, fp32_floor = medians.get('fp32/skd'), medians.get('fp32/floor')
-    for case, (train_opt, _) in AMP_CASES.items():
+    for case, train_opt in AMP_CASES.items():
         if case in failed:
             lines.append(f'| {case} | {options_text(train_opt)} | FAILED: {failed[case]} |' + ' |' * 6)
             continue
@@ -675,7 +675,7 @@ def section_amp_training(dev, cfg, ctx):
     runs = {}
     for case in ('fp32', 'bf16'):
         opt = demo.student_options(variant, f'amp_training_{case}', folders, budget, teacher_weights, pair=pair)
-        opt['train'].update(AMP_CASES[case][0])
+        opt['train'].update(AMP_CASES[case])
         runs[case] = train_and_score(opt, dev, ctx.workdir, folders, cfg['train_iters'])
         print(f'[gpu_check] amp_training {case}: {runs[case][0]:.3f} dB, {runs[case][1]:.1f} s', flush=True)
     losses = [k for k in runs['fp32'][2] if not k.startswith('l_gk_')]
@@ -691,7 +691,7 @@ def section_amp_training(dev, cfg, ctx):
         '| --- |' + ' ---: |' * (2 + len(losses))
     ]
     for case, (psnr, seconds, log) in runs.items():
-        lines.append(f'| {AMP_CASES[case][0]["amp"] or "false"} | {psnr:.3f} | {seconds:.1f} | ' +
+        lines.append(f'| {AMP_CASES[case]["amp"] or "false"} | {psnr:.3f} | {seconds:.1f} | ' +
                      ' | '.join(f'{log[k]:.4g}' for k in losses) + ' |')
     diff = runs['bf16'][0] - runs['fp32'][0]
     within = abs(diff) <= PSNR_TOLERANCE_DB
@@ -709,7 +709,7 @@ def section_amp_latency(dev, cfg, ctx):
     from skd_basicsr.tools.infer import autocast_forward
 
     net = option_networks(ctx, dev, ('network_g', ))['network_g']
-    bf16 = autocast_forward(net, dev.device.type, 'bfloat16')
+    bf16 = autocast_forward(net, dev.device.type, torch.bfloat16)
     lines = [
         f'Student {bench_skd.net_text(ctx.options()["network_g"])}, batch 1, inference mode; float32, and the forward '
         'of `basicsr infer --amp bf16` (bf16 autocast, output back to float32); '
@@ -729,7 +729,7 @@ SECTIONS = (
     ('mca', 'MCA on the device against the float64 CPU reference', section_mca),
     ('iteration', 'One SKD iteration against the floor', section_iteration),
     ('latency', 'Student against teacher latency', section_latency),
-    ('bf16', 'SKD iterations under bf16 autocast', section_bf16),
+    ('bf16', 'SKD iterations with train.amp: bf16', section_bf16),
     ('amp_iteration', 'The SKD iteration in fp32, bf16, bf16 + channels_last and bf16 + compile',
      section_amp_iteration),
     ('amp_training', 'A short training run in fp32 and in bf16, scored on held-out photos', section_amp_training),

@@ -17,9 +17,8 @@ import time
 from os import path as osp
 
 from skd_basicsr.platform.errors import OptionError
+from skd_basicsr.platform.precision import AMP_DTYPES, check_amp_device
 from skd_basicsr.tools import command_parser, run_command
-
-AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}  # --amp: torch dtype names
 
 
 def build_parser():
@@ -59,6 +58,8 @@ def check_args(args):
     if args.amp and args.onnx:
         raise OptionError(f'--amp {args.amp} runs the PyTorch network under autocast; an ONNX file\'s precision is '
                           'set when it is written (basicsr export --fp16).')
+    if args.amp:
+        check_amp_device(args.amp, torch.device(args.device), '--amp')
     if args.onnx and (args.weights or args.param_key or args.entry):
         raise OptionError('--onnx carries its own weights; --weights, --param_key and --entry go with -opt.')
     if args.tile is not None and args.tile <= 0:
@@ -93,17 +94,18 @@ def load_runner(args):
     net = load_restorer(net_opt, weights, args.param_key or param_key).to(args.device)
     spec = NetworkSpec.from_options(net_opt)
     run = autocast_forward(net, args.device, AMP_DTYPES[args.amp]) if args.amp else net
-    precision = f'autocast {AMP_DTYPES[args.amp]}' if args.amp else 'float32'
+    precision = f'autocast {args.amp}' if args.amp else 'float32'
     label = f'{net_opt["type"]} from {weights} ({args.device}, {precision})'
     return run, spec.size_multiple, spec.in_channels, label
 
 
 def autocast_forward(net, device, dtype):
-    """``net``'s forward under autocast in ``dtype`` ('bfloat16' or 'float16') on ``device``, its output float32."""
+    """``net``'s forward under autocast in ``dtype`` (torch.bfloat16 or torch.float16) on ``device`` ('cpu',
+    'cuda'), its output float32."""
     import torch
 
     def run(x):
-        with torch.autocast(device, dtype=getattr(torch, dtype)):
+        with torch.autocast(device, dtype=dtype):
             out = net(x)
         return out.float()
 
