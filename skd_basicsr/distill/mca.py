@@ -36,7 +36,8 @@ The attention numerics (fused SDPA, the chunked exact fallback, the row-softmax 
 
 Mixed precision (``train.amp``). Under autocast the features, the affinity products and the attention come in bfloat16
 or float16. Two steps compute in float32: the Gaussian kernel from the difference on, and the channel branch's C x C
-softmax; the spatial branch does not. Measured on the CPU (2026-12) with the demo's teacher and a student selected
+softmax; the spatial branch does not. Measured on the CPU (2026-12, ``python benchmarks/amp_loss_precision.py``)
+with the demo's teacher and a student selected
 from it: 4 noisy 96 px crops, the 8 levels, the three branches (exact spatial). Each term and its gradient were
 computed under autocast and in float32 on the same inputs (fp16 at the largest loss scale GradScaler would keep:
 65536, halved until finite). Relative errors, value / gradient, for the student as selected and (after the arrow) for
