@@ -165,7 +165,7 @@ def test_collect_sorts_studies_into_sweep_main_and_longer_and_recommends_the_bes
             'clf_kd': [25.0, 25.4, 25.2]}
 
     def study(name, lr, iters, variants):
-        results = {(v, s): {'psnr': psnr[v][s] + (iters > 600) * 0.5} for v in variants for s in (0, 1, 2)}
+        results = {(v, s): {'psnr': psnr[v][s] + (iters > regime.iters) * 0.5} for v in variants for s in (0, 1, 2)}
         folder = tmp_path / name
         folder.mkdir()
         summary = {'rows': kd_study.paired_summary(results, variants, [0, 1, 2]), 'iters': iters, 'seeds': [0, 1, 2],
