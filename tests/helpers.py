@@ -173,3 +173,17 @@ def train_here(option_file, cwd, monkeypatch):
     with basicsr_log() as records:
         status = cli.main(['train', '-opt', option_file])
     return status, '\n'.join(records)
+
+
+class PixelSpace:
+    """An L_CL feature space that is the image itself, one layer of weight 1: distances are plain per-sample L1."""
+    layer_weights = {'img': 1.0}
+    layers = ['img']
+
+    def __call__(self, img):
+        return {'img': img}
+
+
+def l1(x, y):
+    """Per-sample mean absolute difference, as L_CL measures distances."""
+    return (x - y).abs().flatten(1).mean(1)

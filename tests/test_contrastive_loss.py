@@ -10,18 +10,7 @@ import torch
 import skd_basicsr  # noqa: F401  (compat, before basicsr)
 from skd_basicsr.distill import SKDContrastiveLoss
 
-
-class PixelSpace:
-    """A feature space that is the image itself, one layer of weight 1: distances are plain per-sample L1."""
-    layer_weights = {'img': 1.0}
-    layers = ['img']
-
-    def __call__(self, img):
-        return {'img': img}
-
-
-def l1(x, y):
-    return (x - y).abs().flatten(1).mean(1)
+from helpers import PixelSpace, l1
 
 
 def blind_batch(sigma, error=1e-3, seed=0):

@@ -14,20 +14,7 @@ from skd_basicsr.platform.errors import OptionError
 from benchmarks.study.contrastive_loss import StudySKDContrastiveLoss
 from benchmarks.study.distill_schedule import DistillSchedule
 
-from helpers import noisy_batch, skd_model_opt
-
-
-class PixelSpace:
-    """A feature space that is the image itself, one layer of weight 1: distances are plain per-sample L1."""
-    layer_weights = {'img': 1.0}
-    layers = ['img']
-
-    def __call__(self, img):
-        return {'img': img}
-
-
-def l1(x, y):
-    return (x - y).abs().flatten(1).mean(1)
+from helpers import PixelSpace, l1, noisy_batch, skd_model_opt
 
 
 def images(seed=0, count=4):
