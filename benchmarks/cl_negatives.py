@@ -13,8 +13,14 @@ not the positive). The anchor stands for a student near it: the clean image plus
 ``--anchor-noise`` (0-255 scale). Every sigma uses the same crops, anchor error and input noise pattern (scaled by
 sigma).
 
+``--at-init`` measures the other way the denominator vanishes: a student whose output starts at its input (a residual
+network at random initialisation, such as the study's SRVGGNetCompact) starts at the negative. For each regime of the
+study (:mod:`benchmarks.study.regimes`) it gives, at the student's random initialisation on four noisy 48 px crops,
+the distances in the teacher space and the gradient norms of L_CL and of L1 to the ground truth at the output.
+
 Usage:
     python benchmarks/cl_negatives.py [--margins 0.02 0.05 0.1] [--out benchmarks/RESULTS.md]
+    python benchmarks/cl_negatives.py --at-init [--out benchmarks/RESULTS.md]
 """
 import argparse
 import statistics
@@ -87,6 +93,53 @@ def measure(margins, size=96, count=4, anchor_noise=1.0, seed=0):
     return rows
 
 
+def at_init(seed=0):
+    """Per regime: the mean distances of the student's output (a), the teacher's (p) and the input (n) per layer, and
+    the gradient norms of L_CL (the product's defaults) and of L1 to the ground truth at the student's output."""
+    import skd_basicsr  # noqa: F401  (BasicSR made fit, registries; before basicsr)
+    from basicsr.archs import build_network
+
+    from benchmarks.study.regimes import REGIMES
+    from skd_basicsr.distill.contrastive_loss import SKDContrastiveLoss, l1_per_sample
+    from skd_basicsr.distill.feature_space import TeacherFeatureSpace
+    from skd_basicsr.distill.taps import FeatureTaps
+
+    torch.manual_seed(seed)
+    clean = crops(48, 4)
+    noisy = clean + 25 / 255 * torch.randn_like(clean)
+    rows = []
+    for name, regime in REGIMES.items():
+        net_t = build_network(dict(regime.pair.teacher)).eval().requires_grad_(False)
+        state = torch.load(regime.teacher_weights, map_location='cpu', weights_only=True)['params']
+        net_t.load_state_dict({k: v.float() for k, v in state.items()})
+        space = TeacherFeatureSpace(None)
+        taps = FeatureTaps(net_t, space.layers, 'network_t')
+        space.extract = lambda img, layers, taps=taps, net_t=net_t: taps.capture(net_t, img, layers)
+        out = build_network(dict(regime.pair.student))(noisy)
+        with torch.no_grad():
+            positive = net_t(noisy)
+        feats = {'a': space(out), 'p': space(positive), 'n': space(noisy)}
+        distances = {layer: {pair: float(l1_per_sample(feats[pair[0]][layer], feats[pair[1]][layer]).mean().detach())
+                             for pair in ('an', 'pn', 'ap')} for layer in space.layers}
+        l_cl = SKDContrastiveLoss(feature_space=space).from_features(feats['a'], [feats['p']], [feats['n']])
+        grad_cl, = torch.autograd.grad(l_cl, out, retain_graph=True)
+        grad_l1, = torch.autograd.grad((out - clean).abs().mean(), out)
+        rows.append((name, distances, float(l_cl), float(grad_cl.norm()), float(grad_l1.norm())))
+    return rows
+
+
+def init_report(rows, command):
+    lines = ['## L_CL at the student\'s random initialisation: the anchor at the negative', '', f'`{command}`', '',
+             '| regime | layer | d(a, n) | d(p, n) | d(a, p) | L_CL | gradient norm of L_CL | of L1 to the ground truth |',
+             '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |']
+    for name, distances, l_cl, grad_cl, grad_l1 in rows:
+        for i, (layer, d) in enumerate(distances.items()):
+            tail = f'{l_cl:.3f} | {grad_cl:.3g} | {grad_l1:.3g}' if i == 0 else ' | | '
+            lines.append(f'| {name if i == 0 else ""} | {layer} | {d["an"]:.4f} | {d["pn"]:.4f} | {d["ap"]:.4f} | '
+                         f'{tail} |')
+    return '\n'.join(lines) + '\n'
+
+
 def report(rows, command):
     layers = list(rows[0]['relative'])
     forms = list(rows[0]['forms'])
@@ -104,11 +157,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--margins', nargs='+', type=float, default=[0.02, 0.05, 0.1])
     parser.add_argument('--anchor-noise', type=float, default=1.0, help='the anchor\'s error, 0-255 scale')
+    parser.add_argument('--at-init', action='store_true', help='the students of the study\'s regimes at their random '
+                        'initialisation instead')
     parser.add_argument('--out', help='append the table to this markdown file')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    rows = measure(args.margins, anchor_noise=args.anchor_noise)
-    table = report(rows, ' '.join(['python benchmarks/cl_negatives.py'] + (argv if argv is not None else sys.argv[1:])))
+    command = ' '.join(['python benchmarks/cl_negatives.py'] + (argv if argv is not None else sys.argv[1:]))
+    if args.at_init:
+        table = init_report(at_init(), command)
+    else:
+        table = report(measure(args.margins, anchor_noise=args.anchor_noise), command)
     print(table)
     if args.out:
         with open(args.out, 'a') as f:
