@@ -189,6 +189,24 @@ def test_collect_sorts_studies_into_sweep_main_and_longer_and_recommends_the_bes
     assert rec['skd_terms_that_win'][0]['mean'] == pytest.approx(0.4)
 
 
+def test_an_skd_variant_that_leads_within_its_spread_is_not_recommended():
+    from benchmarks.study.variants import VARIANTS
+
+    # the depth regime's pattern: gkn_kd_init leads output_kd_init by +0.02, +0.13, +0.09 (mean 0.08 < 2 std 0.11)
+    psnr = {'scratch_init': [31.24, 31.14, 31.23], 'output_kd_init': [31.27, 31.16, 31.26],
+            'gkn_kd_init': [31.29, 31.29, 31.35], 'clf_kd_init': [30.0, 30.1, 30.2]}
+    results = {(v, s): {'psnr': p[s]} for v, p in psnr.items() for s in (0, 1, 2)}
+    rows = kd_study.paired_summary(results, list(psnr), [0, 1, 2])
+    rec = kd_study.recommend(rows, VARIANTS)
+    assert rec['variant'] == 'output_kd_init' and rec['skd_terms_that_win'] == []
+    assert rec['best_mean']['variant'] == 'gkn_kd_init'
+    # the same lead on every seed by the same margin is a win, and then the SKD variant is the recommendation
+    psnr['gkn_kd_init'] = [p + 0.08 for p in psnr['output_kd_init']]
+    results = {(v, s): {'psnr': p[s]} for v, p in psnr.items() for s in (0, 1, 2)}
+    rec = kd_study.recommend(kd_study.paired_summary(results, list(psnr), [0, 1, 2]), VARIANTS)
+    assert rec['variant'] == 'gkn_kd_init' and [w['variant'] for w in rec['skd_terms_that_win']] == ['gkn_kd_init']
+
+
 def test_the_longer_budget_takes_the_two_best_and_scratch_at_three_times_the_iterations(tmp_path):
     psnr = {'scratch': [29.0, 29.5, 29.2], 'scratch_init': [30.0, 30.6, 30.1], 'output_kd_init': [30.1, 30.7, 30.3],
             'gkn_kd_init': [29.9, 30.5, 30.0]}
