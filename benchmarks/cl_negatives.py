@@ -53,20 +53,27 @@ def crops(size, count):
     return torch.stack(images)
 
 
-def measure(margins, size=96, count=4, anchor_noise=1.0, seed=0):
-    """Rows of (sigma, relative d(p, n) per layer, then per form: L_CL and the gradient norm at the anchor)."""
+def teacher_space(network, weights):
+    """The frozen teacher ``network`` with ``weights`` (key params), and L_CL's teacher feature space on it."""
     import skd_basicsr  # noqa: F401  (BasicSR made fit, registries; before basicsr)
     from basicsr.archs import build_network
-    from skd_basicsr.distill.contrastive_loss import SKDContrastiveLoss
     from skd_basicsr.distill.feature_space import TeacherFeatureSpace
     from skd_basicsr.distill.taps import FeatureTaps
-    from skd_basicsr.tools.demo import TEACHER, TEACHER_WEIGHTS
 
-    net_t = build_network(dict(TEACHER)).eval().requires_grad_(False)
-    net_t.load_state_dict(torch.load(TEACHER_WEIGHTS, map_location='cpu', weights_only=True)['params'])
+    net_t = build_network(dict(network)).eval().requires_grad_(False)
+    net_t.load_state_dict(torch.load(weights, map_location='cpu', weights_only=True)['params'])
     space = TeacherFeatureSpace(None)
     taps = FeatureTaps(net_t, space.layers, 'network_t')
     space.extract = lambda img, layers: taps.capture(net_t, img, layers)
+    return net_t, space
+
+
+def measure(margins, size=96, count=4, anchor_noise=1.0, seed=0):
+    """Rows of (sigma, relative d(p, n) per layer, then per form: L_CL and the gradient norm at the anchor)."""
+    from skd_basicsr.distill.contrastive_loss import SKDContrastiveLoss
+    from skd_basicsr.tools.demo import TEACHER, TEACHER_WEIGHTS
+
+    _, space = teacher_space(TEACHER, TEACHER_WEIGHTS)
     forms = {'ratio': SKDContrastiveLoss(feature_space=space, negative_margin=0)}
     forms.update({f'margin {m}': SKDContrastiveLoss(feature_space=space, negative_margin=m) for m in margins})
 
@@ -101,20 +108,13 @@ def at_init(seed=0):
 
     from benchmarks.study.regimes import REGIMES
     from skd_basicsr.distill.contrastive_loss import SKDContrastiveLoss, l1_per_sample
-    from skd_basicsr.distill.feature_space import TeacherFeatureSpace
-    from skd_basicsr.distill.taps import FeatureTaps
 
     torch.manual_seed(seed)
     clean = crops(48, 4)
     noisy = clean + 25 / 255 * torch.randn_like(clean)
     rows = []
     for name, regime in REGIMES.items():
-        net_t = build_network(dict(regime.pair.teacher)).eval().requires_grad_(False)
-        state = torch.load(regime.teacher_weights, map_location='cpu', weights_only=True)['params']
-        net_t.load_state_dict({k: v.float() for k, v in state.items()})
-        space = TeacherFeatureSpace(None)
-        taps = FeatureTaps(net_t, space.layers, 'network_t')
-        space.extract = lambda img, layers, taps=taps, net_t=net_t: taps.capture(net_t, img, layers)
+        net_t, space = teacher_space(regime.pair.teacher, regime.teacher_weights)  # float16 files load as float32
         out = build_network(dict(regime.pair.student))(noisy)
         with torch.no_grad():
             positive = net_t(noisy)
