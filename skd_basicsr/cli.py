@@ -44,7 +44,22 @@ def run_pipeline(pipeline, prog, argv=None):
 
     argv = sys.argv[1:] if argv is None else list(argv)
     with argv_for_basicsr([prog] + argv):
-        return guarded(prog, pipeline, os.getcwd())
+        status = guarded(prog, pipeline, os.getcwd())
+    close_distributed(status)
+    return status
+
+
+def close_distributed(status):
+    """End a distributed run in step: after a pipeline that succeeded every rank waits for the others (the last
+    validation runs on each rank for its own time), then the process group is destroyed. A rank that exits while
+    another still talks to it aborts in gloo's threads ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if status == 0:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def print_help(stream=None):
