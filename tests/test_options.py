@@ -2,6 +2,7 @@
 per task and baseline, the official teacher, the quoted student, the shipped start and the paper's form."""
 import collections
 import glob
+from copy import deepcopy
 from os import path as osp
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 import skd_basicsr  # noqa: F401
 from basicsr.archs import build_network
+from basicsr.losses import build_loss
 from skd_basicsr.platform import options
 from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.platform.options import parse_options
@@ -96,19 +98,53 @@ def test_restormer_option_files_have_the_official_teacher_and_the_quoted_student
         assert len(opt['distill']['features']) == 8
 
 
+def header_force_yml(text):
+    """The --force_yml arguments of the header's command line, continuation lines (ending in a backslash) joined."""
+    header = text.split('\n# general settings')[0]
+    words, lines = [], iter(header.split('--force_yml')[1].split('\n'))
+    for line in lines:
+        words += line.lstrip('#').replace('\\', ' ').split()
+        if not line.rstrip().endswith('\\'):
+            return words
+
+
+def uncomment_contrast_opt(text):
+    """The file's text with its commented contrast_opt block restored, as the header tells the user to do."""
+    return text.replace('\n  # contrast_opt:', '\n  contrast_opt:').replace('\n  #   ', '\n    ')
+
+
 @pytest.mark.parametrize('path', [p for p in OPTION_FILES if osp.basename(p).startswith('SKD_')],
                          ids=lambda p: osp.basename(p))
 def test_skd_files_start_from_the_teacher_and_their_header_gives_the_papers_form(path, tmp_path, monkeypatch):
-    """The shipped setting (weights selected from the teacher, output-L1 beside SKD's terms) and the one command line
-    of the header that gives the paper's form: both parse to what they say."""
+    """The shipped setting (weights selected from the teacher, output-L1 beside L_GK) and the command line of the
+    header that gives the paper's form (L_CL uncommented where the file leaves it out): both parse to what they say."""
     monkeypatch.chdir(tmp_path)
     opt, _ = parse_options(str(tmp_path), is_train=True, argv=['-opt', path])
     assert opt['distill']['init_from_teacher'] is True and opt['train']['output_opt']['type'] == 'L1Loss'
-    assert opt['train']['feature_opt'] and opt['train']['contrast_opt']
+    assert opt['train']['feature_opt']['type'] == 'SKDFeatureLoss'
     with open(path) as f:
-        header = f.read().split('\n# general settings')[0]
-    line = header.split('--force_yml ')[1].split('\n')[0].split()
-    assert line == ['distill:init_from_teacher=false', 'train:output_opt=~']
-    paper, _ = parse_options(str(tmp_path), is_train=True, argv=['-opt', path, '--force_yml'] + line)
+        text = f.read()
+    line = header_force_yml(text)
+    assert line[:2] == ['distill:init_from_teacher=false', 'train:output_opt=~']
+    restored = tmp_path / osp.basename(path)
+    restored.write_text(uncomment_contrast_opt(text))
+    paper, _ = parse_options(str(tmp_path), is_train=True, argv=['-opt', str(restored), '--force_yml'] + line)
     assert paper['distill']['init_from_teacher'] is False and paper['train']['output_opt'] is None
-    assert paper['train']['feature_opt'] == opt['train']['feature_opt']
+    assert paper['train']['contrast_opt']['type'] == 'SKDContrastiveLoss'
+    feature = paper['train']['feature_opt']
+    built = build_loss(deepcopy(feature))  # as SKDModel builds it: the paper's raw features, summed
+    assert (built.feature_norm, built.level_reduction) == ('none', 'sum')
+    assert {k: v for k, v in feature.items() if k not in ('feature_norm', 'level_reduction')} == \
+        {k: v for k, v in opt['train']['feature_opt'].items() if k not in ('feature_norm', 'level_reduction')}
+
+
+@pytest.mark.parametrize('path', [p for p in OPTION_FILES if osp.basename(p).startswith('SKD_')
+                                  and 'SRx4' not in p], ids=lambda p: osp.basename(p))
+def test_restormer_skd_files_ship_the_depth_regimes_best(path, tmp_path, monkeypatch):
+    """The Restormer students are cut in depth: the study's best there is normalised L_GK beside output-L1 from the
+    teacher's weights, without L_CL (docs/kd_study.md, section 5)."""
+    monkeypatch.chdir(tmp_path)
+    opt, _ = parse_options(str(tmp_path), is_train=True, argv=['-opt', path])
+    feature = opt['train']['feature_opt']
+    assert (feature['feature_norm'], feature['level_reduction'], feature['loss_weight']) == ('teacher_rms', 'mean', 0.1)
+    assert 'contrast_opt' not in opt['train']

@@ -358,20 +358,123 @@ def test_built_through_basicsr_build_loss():
     torch.testing.assert_close(loss_fn([s], [t])[0], ref)
 
 
-def test_the_study_options_are_not_the_products():
-    """feature_norm, level_reduction and channel_affinity live in benchmarks/study (StudySKDFeatureLoss)."""
-    for option, value in (('feature_norm', 'teacher_rms'), ('level_reduction', 'mean'), ('channel_affinity', 'raw')):
-        with pytest.raises(TypeError, match=f"unexpected keyword argument '{option}'"):
-            SKDFeatureLoss(**{option: value})
-    assert not any(hasattr(SKDFeatureLoss(), name) for name in ('feature_norm', 'level_reduction', 'channel_affinity'))
+def test_the_study_option_is_not_the_products():
+    """channel_affinity lives in benchmarks/study (StudySKDFeatureLoss)."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'channel_affinity'"):
+        SKDFeatureLoss(channel_affinity='raw')
+    assert not hasattr(SKDFeatureLoss(), 'channel_affinity')
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'affinity'"):
         mca_channel(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, 2), affinity='cosine')
+
+
+def naive_teacher_rms(t):
+    b = t.shape[0]
+    return torch.sqrt((t**2).reshape(b, -1).sum(dim=1) / t[0].numel()).reshape(b, 1, 1, 1) + 1e-6
+
+
+LEVEL_SHAPES = [(2, 4, 6, 6), (2, 12, 3, 3), (2, 8, 4, 4)]
+
+
+def level_pairs():
+    return [features(shape, seed=30 + i) for i, shape in enumerate(LEVEL_SHAPES)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# feature_norm, level_reduction
+# --------------------------------------------------------------------------------------------------------------
+def test_teacher_rms_matches_normalising_by_hand_in_value_and_student_gradient():
+    pairs = level_pairs()
+    students = [s.clone().requires_grad_() for s, _ in pairs]
+    teachers = [t.clone().requires_grad_() for _, t in pairs]  # must stay out of the graph, the RMS included
+    loss, parts = SKDFeatureLoss(feature_norm='teacher_rms', sigma=0.5)(students, teachers)
+    loss.backward()
+    ref_students = [s.clone().requires_grad_() for s, _ in pairs]
+    rms = [naive_teacher_rms(t) for _, t in pairs]
+    ref_loss, ref_parts = naive_skd_loss([s / r for s, r in zip(ref_students, rms)],
+                                         [t / r for (_, t), r in zip(pairs, rms)],
+                                         sigma=0.5)
+    ref_loss.backward()
+    torch.testing.assert_close(loss.detach(), ref_loss.detach(), rtol=1e-9, atol=1e-12)
+    for key in ref_parts:
+        torch.testing.assert_close(parts[key], ref_parts[key].detach(), rtol=1e-9, atol=1e-12)
+    for mine, ref in zip(students, ref_students):
+        torch.testing.assert_close(mine.grad, ref.grad, rtol=1e-7, atol=1e-10)
+    assert all(t.grad is None for t in teachers)
+
+
+def test_teacher_rms_makes_the_loss_scale_invariant_per_sample():
+    pairs = level_pairs()
+    students, teachers = [s for s, _ in pairs], [t for _, t in pairs]
+    normed, plain = SKDFeatureLoss(feature_norm='teacher_rms'), SKDFeatureLoss()
+    base = normed(students, teachers)[0]
+    per_sample = torch.tensor([10.0, 0.1], dtype=torch.float64).reshape(2, 1, 1, 1)
+    for k in (10.0, per_sample):
+        scaled = normed([s * k for s in students], [t * k for t in teachers])[0]
+        # not exact only because of the 1e-6 added to the RMS
+        torch.testing.assert_close(scaled, base, rtol=1e-5, atol=0)
+        assert not torch.allclose(
+            plain([s * k for s in students], [t * k for t in teachers])[0], plain(students, teachers)[0], rtol=1e-3)
+    assert not torch.allclose(base, plain(students, teachers)[0], rtol=1e-3)
+
+
+def test_level_reduction_mean_divides_by_levels_times_branches():
+    pairs = level_pairs()
+    teachers = [t for _, t in pairs]
+    branches = ['direct', 'channel']
+    results = {}
+    for reduction in ('sum', 'mean'):
+        students = [s.clone().requires_grad_() for s, _ in pairs]
+        loss_fn = SKDFeatureLoss(branches=branches, level_reduction=reduction, mca_weight=0.5)
+        loss, parts = loss_fn(students, teachers)
+        loss.backward()
+        results[reduction] = loss.detach(), parts, [s.grad for s in students]
+    (sum_loss, sum_parts, sum_grads), (mean_loss, mean_parts, mean_grads) = results['sum'], results['mean']
+    count = len(LEVEL_SHAPES) * len(branches)
+    torch.testing.assert_close(mean_loss, sum_loss / count, rtol=1e-12, atol=0)
+    assert list(mean_parts) == ['l_gk_direct', 'l_gk_channel']
+    for key in sum_parts:
+        torch.testing.assert_close(mean_parts[key], sum_parts[key] / count, rtol=1e-12, atol=0)
+    torch.testing.assert_close(sum(mean_parts.values()), mean_loss, rtol=1e-12, atol=0)
+    for mean_grad, sum_grad in zip(mean_grads, sum_grads):
+        torch.testing.assert_close(mean_grad, sum_grad / count, rtol=1e-10, atol=0)
+
+
+def test_normalised_form_defaults_to_the_paper_reading_bit_for_bit():
+    pairs = level_pairs()
+    results = []
+    for fn in (SKDFeatureLoss(), SKDFeatureLoss(feature_norm='none', level_reduction='sum')):
+        students = [s.clone().requires_grad_() for s, _ in pairs]
+        loss, parts = fn(students, [t for _, t in pairs])
+        loss.backward()
+        results.append((loss.detach(), parts, [s.grad for s in students]))
+    (loss, parts, grads), (ref_loss, ref_parts, ref_grads) = results
+    assert torch.equal(loss, ref_loss) and all(torch.equal(parts[k], ref_parts[k]) for k in ref_parts)
+    assert all(torch.equal(g, ref) for g, ref in zip(grads, ref_grads))
+    assert (SKDFeatureLoss().feature_norm, SKDFeatureLoss().level_reduction) == ('none', 'sum')
+    assert SKDFeatureLoss(feature_norm=None).feature_norm == 'none'  # --force_yml reads 'none' as None
+
+
+def test_normalised_form_built_through_basicsr_build_loss():
+    from basicsr.losses import build_loss
+    loss_fn = build_loss({'type': 'SKDFeatureLoss', 'loss_weight': 0.1, 'feature_norm': 'teacher_rms',
+                          'level_reduction': 'mean'})
+    assert "feature_norm='teacher_rms', level_reduction='mean'" in repr(loss_fn)
+    pairs = level_pairs()
+    students, teachers = [s for s, _ in pairs], [t for _, t in pairs]
+    rms = [naive_teacher_rms(t) for t in teachers]
+    ref, _ = naive_skd_loss([s / r for s, r in zip(students, rms)], [t / r for t, r in zip(teachers, rms)],
+                            loss_weight=0.1)
+    torch.testing.assert_close(loss_fn(students, teachers)[0], ref / (len(LEVEL_SHAPES) * 3))
 
 
 # --------------------------------------------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('option, value, message', [
+    ('feature_norm', 'batch_rms', r"feature_norm='batch_rms' is not allowed: use one of \('none', 'teacher_rms'\)"),
+    ('feature_norm', 'None', r"feature_norm='None' is not allowed"),
+    ('level_reduction', 'max', r"level_reduction='max' is not allowed: use one of \('sum', 'mean'\)"),
+    ('level_reduction', 'none', r"level_reduction='none' is not allowed"),
     ('branches', ['direct', 'spectral'], r"branches: 'spectral' is not allowed: use any of \('direct', 'channel'"),
     ('branches', [], r'branches=\(\) is not allowed: enable at least one of'),
     ('branches', ['direct', 'direct'], r"branches=\['direct', 'direct'\] is not allowed: each of"),

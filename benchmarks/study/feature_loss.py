@@ -1,23 +1,18 @@
-"""L_GK with the distillation study's three candidates beyond the paper (issue 10): :class:`StudySKDFeatureLoss`.
+"""L_GK with the study's channel-affinity candidate beyond the paper (issue 10): :class:`StudySKDFeatureLoss`.
 
-The study measured them and found that they add nothing on top of the recommended start, so the product's
-:class:`skd_basicsr.distill.skd_loss.SKDFeatureLoss` keeps the paper's reading only; the candidates live here,
-through the hooks the product's loss offers (:meth:`~SKDFeatureLoss.normalise`,
-:meth:`~SKDFeatureLoss.channel_projection`, :meth:`~SKDFeatureLoss.reduce_levels`). Their defaults are the paper's
-reading, bit for bit:
+Of the study's three candidates, two moved into the product's
+:class:`skd_basicsr.distill.skd_loss.SKDFeatureLoss` when the depth regime measured them ahead of output-L1 alone
+(issue 21): ``feature_norm='teacher_rms'`` and ``level_reduction='mean'``. This class still takes them (passed on to
+the product's loss), so the study's option files keep their meaning. The third stays here, through the product's
+hook :meth:`~SKDFeatureLoss.channel_projection`; its default is the paper's reading, bit for bit:
 
-* ``feature_norm='teacher_rms'`` divides both features of a level by the teacher's per-sample RMS (sigma then
-  means the same at every level);
-* ``level_reduction='mean'`` averages the terms over levels and branches instead of summing them;
 * ``channel_affinity='cosine'`` builds the channel affinity from L2-normalised rows of S and T (logits in [-1, 1],
   as Restormer's MDTA normalises q and k; 'auto' is then 0.1 for that branch, see :func:`mca_channel_affinity`).
 
 Importing this module (``import benchmarks.study`` does) registers ``StudySKDFeatureLoss`` in BasicSR's
-LOSS_REGISTRY, so that an option file's ``feature_opt: {type: StudySKDFeatureLoss, feature_norm: teacher_rms}``
+LOSS_REGISTRY, so that an option file's ``feature_opt: {type: StudySKDFeatureLoss, channel_affinity: cosine}``
 builds it.
 """
-from collections import OrderedDict
-
 import torch
 from torch.nn import functional as F
 
@@ -27,12 +22,8 @@ from skd_basicsr.distill.mca import check_pair, check_temperature, mca_channel
 from skd_basicsr.distill.skd_loss import SKDFeatureLoss
 
 CHANNEL_AFFINITIES = ('raw', 'cosine')
-FEATURE_NORMS = ('none', 'teacher_rms')
-LEVEL_REDUCTIONS = ('sum', 'mean')
 # 'auto' temperature of the cosine channel affinity: logits in [-1, 1] become [-10, 10] (see mca_channel_affinity)
 COSINE_AUTO_TEMPERATURE = 0.1
-# added to the teacher's RMS so that an all-zero teacher feature does not divide by zero
-RMS_EPS = 1e-6
 
 
 def check_channel_affinity(affinity, name='affinity'):
@@ -79,53 +70,25 @@ def mca_channel_affinity(s, t, temperature='auto', affinity='raw'):
 
 @LOSS_REGISTRY.register()
 class StudySKDFeatureLoss(SKDFeatureLoss):
-    """:class:`SKDFeatureLoss` with the study's three candidate options of issue 10; their defaults are the paper's.
+    """:class:`SKDFeatureLoss` with the study's channel-affinity candidate of issue 10; its default is the paper's.
 
     Args:
-        feature_norm (str): 'none' | 'teacher_rms': at each level, divide both S and T by the teacher feature's
-            per-sample RMS, ``sqrt(mean(T^2 over C, H, W)) + 1e-6`` (no gradient flows through it), before the
-            branches are computed, so that the MCA projections and the GK distances all see normalised features;
-            GK's mean squared difference becomes relative to the teacher's scale and sigma means the same at
-            every level. Default: 'none' (the paper's reading).
-        level_reduction (str): 'sum' | 'mean': 'mean' divides the total (and each logged part) by the number of
-            distilled levels times the number of enabled branches, so the effective alpha2 no longer grows with
-            them. Default: 'sum' (the paper's reading).
         channel_affinity (str): 'raw' | 'cosine': the channel branch's affinity logits from S and T as they are,
             or from their channel rows L2-normalised over H * W (see :func:`mca_channel_affinity`; 'auto'
             temperature is then 0.1 for that branch). Default: 'raw' (the paper's reading).
-        **options: Those of :class:`SKDFeatureLoss`, passed on as they are (by keyword, as BasicSR's build_loss
-            gives them; the option check of SKDModel reads them from the base class).
+        **options: Those of :class:`SKDFeatureLoss` (``feature_norm`` and ``level_reduction`` included), passed on
+            as they are (by keyword, as BasicSR's build_loss gives them; the option check of SKDModel reads them
+            from the base class).
     """
 
-    def __init__(self, *, feature_norm='none', level_reduction='sum', channel_affinity='raw', **options):
+    def __init__(self, *, channel_affinity='raw', **options):
         super().__init__(**options)
-        if feature_norm not in FEATURE_NORMS:
-            raise ValueError(f'feature_norm={feature_norm!r} is not allowed: use one of {FEATURE_NORMS}.')
-        if level_reduction not in LEVEL_REDUCTIONS:
-            raise ValueError(f'level_reduction={level_reduction!r} is not allowed: use one of {LEVEL_REDUCTIONS}.')
         check_channel_affinity(channel_affinity, 'channel_affinity')
-        self.feature_norm = feature_norm
-        self.level_reduction = level_reduction
         self.channel_affinity = channel_affinity
 
     def extra_repr(self):
-        return (f'{super().extra_repr()}, feature_norm={self.feature_norm!r}, '
-                f'level_reduction={self.level_reduction!r}, channel_affinity={self.channel_affinity!r}')
-
-    def normalise(self, s, t):
-        """Both features divided by the teacher's per-sample RMS with ``feature_norm='teacher_rms'``."""
-        if self.feature_norm == 'teacher_rms':
-            rms = t.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt() + RMS_EPS
-            s, t = s / rms, t / rms
-        return s, t
+        return f'{super().extra_repr()}, channel_affinity={self.channel_affinity!r}'
 
     def channel_projection(self, s, t):
         """:func:`mca_channel_affinity` with the loss's temperature and ``channel_affinity``."""
         return mca_channel_affinity(s, t, self.temperature, self.channel_affinity)
-
-    def reduce_levels(self, terms, levels):
-        """The terms divided by levels times enabled branches with ``level_reduction='mean'``."""
-        if self.level_reduction == 'mean':
-            count = levels * len(self.branches)
-            terms = OrderedDict((branch, term / count) for branch, term in terms.items())
-        return terms

@@ -1,14 +1,15 @@
 """L_GK of SKD as a BasicSR loss: :class:`SKDFeatureLoss`, the wiring of the MCA forms and the Gaussian kernel.
 
 After Zhang & Yan, ICASSP 2025: per distilled level i, ``GK(S, T) + alpha1 * (GK(S_c, T) + GK(S_s, T))``, summed
-over the levels and weighed by alpha2. The concepts (the MCA branches and their cheap spatial forms, the Gaussian
-kernel, the readings of the spatial softmax, the temperature) live in :mod:`skd_basicsr.distill.mca`, the attention
-numerics under them in :mod:`skd_basicsr.distill.attention`. This module holds the loss's options, their checks
-and the per-level choice of the spatial form.
+over the levels and weighed by alpha2, and a normalised form that the distillation study measured ahead of it
+(``feature_norm='teacher_rms'``, ``level_reduction='mean'``). The concepts (the MCA branches and their cheap spatial
+forms, the Gaussian kernel, the readings of the spatial softmax, the temperature) live in
+:mod:`skd_basicsr.distill.mca`, the attention numerics under them in :mod:`skd_basicsr.distill.attention`. This
+module holds the loss's options, their checks and the per-level choice of the spatial form.
 
 The loss offers three hooks, :meth:`SKDFeatureLoss.normalise`, :meth:`SKDFeatureLoss.channel_projection` and
-:meth:`SKDFeatureLoss.reduce_levels`, which keep the paper's reading here; the distillation study overrides them
-(``benchmarks/study/feature_loss.py``) to measure candidates beyond it.
+:meth:`SKDFeatureLoss.reduce_levels`; the distillation study overrides the channel projection
+(``benchmarks/study/feature_loss.py``) to measure a candidate beyond the product.
 """
 import numbers
 from collections import OrderedDict
@@ -24,6 +25,10 @@ from skd_basicsr.distill.mca import (SPATIAL_SOFTMAX_READINGS, check_form_size, 
 
 BRANCHES = ('direct', 'channel', 'spatial')
 REDUCTIONS = ('mean', 'sum')
+FEATURE_NORMS = ('none', 'teacher_rms')
+LEVEL_REDUCTIONS = ('sum', 'mean')
+# added to the teacher's RMS so that an all-zero teacher feature does not divide by zero
+RMS_EPS = 1e-6
 
 
 def _check_per_level(value, name):
@@ -69,6 +74,15 @@ class SKDFeatureLoss(nn.Module):
     ``w_i * [GK(S, T) + alpha1 * (GK(S_c, T) + GK(S_s, T))]`` (only the enabled branches), summed over the levels,
     reduced over the batch and multiplied by ``loss_weight`` (alpha2).
 
+    Normalised form. The paper compares the features as they are and sums the terms, so one sigma serves levels
+    whose features differ in scale by orders of magnitude, and the effective alpha2 grows with the number of levels
+    and branches. ``feature_norm: teacher_rms`` divides both features of a level by the teacher feature's per-sample
+    RMS first (sigma then means the same at every level), and ``level_reduction: mean`` averages the terms over the
+    levels and branches. In the distillation study (docs/kd_study.md, section 5) this form, beside output-L1 on a
+    student that starts from the teacher's weights, won where the student was cut in depth (+0.06 +- 0.03 dB over
+    output-L1 alone at 3x the budget, 3 paired seeds) and lost where it was cut in width only (-0.10 +- 0.02 dB).
+    The shipped Restormer files, whose students are cut in depth, use it; the defaults stay the paper's reading.
+
     Teacher features are detached inside, so the loss sends gradient through the student only, even when the
     caller hands over a teacher tensor that requires grad; tensors made under ``torch.inference_mode()`` are
     accepted too (cloned into ordinary tensors).
@@ -111,8 +125,14 @@ class SKDFeatureLoss(nn.Module):
         spatial_attention (str): 'auto' (fused SDPA where it has a kernel for the inputs, an exact chunked
             computation elsewhere, e.g. float64 on CUDA) | 'chunked' (always the chunked one: slower, for checks).
             Default: 'auto'.
+        feature_norm (str): 'none' | 'teacher_rms': at each level, divide both features by the teacher feature's
+            per-sample RMS, ``sqrt(mean(T^2 over C, H, W)) + 1e-6`` (no gradient flows through it), before the
+            branches and the distances. None (``~``, or ``none`` through ``--force_yml``) is 'none'.
+            Default: 'none' (the paper's reading).
+        level_reduction (str): 'sum' | 'mean': 'mean' divides the total (and each logged part) by the number of
+            distilled levels times the number of enabled branches. Default: 'sum' (the paper's reading).
 
-    Hooks. :meth:`normalise`, :meth:`channel_projection` and :meth:`reduce_levels` hold the paper's reading; a
+    Hooks. :meth:`normalise`, :meth:`channel_projection` and :meth:`reduce_levels` hold the options above; a
     subclass may override them to try other readings (the distillation study does, outside the product).
     """
 
@@ -128,7 +148,9 @@ class SKDFeatureLoss(nn.Module):
                  chunk_size=DEFAULT_CHUNK_SIZE,
                  spatial_window=None,
                  spatial_tokens=None,
-                 spatial_attention='auto'):
+                 spatial_attention='auto',
+                 feature_norm='none',
+                 level_reduction='sum'):
         super().__init__()
         if reduction not in REDUCTIONS:
             raise ValueError(f'reduction={reduction!r} is not allowed: use one of {REDUCTIONS}.')
@@ -150,6 +172,12 @@ class SKDFeatureLoss(nn.Module):
         check_temperature(temperature)
         check_chunk_size(chunk_size)
         check_spatial_attention(spatial_attention)
+        if feature_norm is None:  # BasicSR's --force_yml reads 'none' as None
+            feature_norm = 'none'
+        if feature_norm not in FEATURE_NORMS:
+            raise ValueError(f'feature_norm={feature_norm!r} is not allowed: use one of {FEATURE_NORMS}.')
+        if level_reduction not in LEVEL_REDUCTIONS:
+            raise ValueError(f'level_reduction={level_reduction!r} is not allowed: use one of {LEVEL_REDUCTIONS}.')
         spatial_window = _check_per_level(spatial_window, 'spatial_window')
         spatial_tokens = _check_per_level(spatial_tokens, 'spatial_tokens')
         _check_one_form_per_level(spatial_window, spatial_tokens)
@@ -170,19 +198,23 @@ class SKDFeatureLoss(nn.Module):
         self.spatial_window = spatial_window
         self.spatial_tokens = spatial_tokens
         self.spatial_attention = spatial_attention
+        self.feature_norm = feature_norm
+        self.level_reduction = level_reduction
 
     def extra_repr(self):
         return (f'loss_weight={self.loss_weight}, mca_weight={self.mca_weight}, sigma={self.sigma}, '
                 f'temperature={self.temperature!r}, branches={self.branches}, '
                 f'spatial_softmax={self.spatial_softmax!r}, reduction={self.reduction!r}, '
                 f'spatial_window={self.spatial_window!r}, spatial_tokens={self.spatial_tokens!r}, '
-                f'spatial_attention={self.spatial_attention!r}')
+                f'spatial_attention={self.spatial_attention!r}, feature_norm={self.feature_norm!r}, '
+                f'level_reduction={self.level_reduction!r}')
 
     # ----------------------------------------------------------------------------------------------------------
-    # hooks: the paper's reading
+    # hooks
     # ----------------------------------------------------------------------------------------------------------
     def normalise(self, s, t):
-        """The features of one level as every branch and GK see them; the paper's reading leaves them as they are.
+        """The features of one level as every branch and GK see them: as they are (the paper's reading), or both
+        divided by the teacher's per-sample RMS with ``feature_norm='teacher_rms'``.
 
         Args:
             s (Tensor): Student feature of shape (B, C, H, W).
@@ -191,6 +223,9 @@ class SKDFeatureLoss(nn.Module):
         Returns:
             tuple[Tensor, Tensor]: The student and teacher features to compare.
         """
+        if self.feature_norm == 'teacher_rms':
+            rms = t.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt() + RMS_EPS
+            s, t = s / rms, t / rms
         return s, t
 
     def channel_projection(self, s, t):
@@ -206,7 +241,8 @@ class SKDFeatureLoss(nn.Module):
         return mca_channel(s, t, self.temperature)
 
     def reduce_levels(self, terms, levels):
-        """The terms per branch, each already summed over the levels; the paper's reading keeps the sum.
+        """The terms per branch, each already summed over the levels: kept (the paper's reading), or divided by
+        levels times enabled branches with ``level_reduction='mean'``.
 
         Args:
             terms (OrderedDict[str, Tensor]): Branch name -> its weighted term, summed over the levels.
@@ -215,6 +251,9 @@ class SKDFeatureLoss(nn.Module):
         Returns:
             OrderedDict[str, Tensor]: The terms that make up the loss and its logged parts.
         """
+        if self.level_reduction == 'mean':
+            count = levels * len(self.branches)
+            terms = OrderedDict((branch, term / count) for branch, term in terms.items())
         return terms
 
     def _project(self, branch, s, t, window, tokens):

@@ -38,7 +38,7 @@ from skd_basicsr.platform.precision import precision_aware, sr_loss_terms
 
 # options of the distillation study that the product does not take (benchmarks/study)
 STUDY_OPTIONS = {name: f'{name} is an option of the distillation study (benchmarks/study, {cls}), not of the product.'
-                 for cls, names in (('StudySKDFeatureLoss', ('feature_norm', 'level_reduction', 'channel_affinity')),
+                 for cls, names in (('StudySKDFeatureLoss', ('channel_affinity', )),
                                     ('StudySKDContrastiveLoss', ('negatives', 'bound', 'lag_decay')))
                  for name in names}
 
