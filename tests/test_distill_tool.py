@@ -121,17 +121,42 @@ def test_the_written_file_trains_its_student_within_the_target_and_validates(fam
 
 
 def test_the_recommended_terms_are_the_studys_best_and_a_dry_run_writes_nothing(tmp_path, capsys):
+    """A student cut in depth (EDSR 4 -> 2 blocks) gets normalised L_GK beside output-L1, as the study's depth regime
+    measured; no L_CL."""
     option_file, weights = training_file(tmp_path, 'EDSR')
     assert distill_main(['-opt', option_file, '--teacher', weights, '--params', '0.5', '--dry-run']) == 0
     printed = capsys.readouterr().out
     assert '*' in printed and 'feature pairs (student -> teacher):' in printed
+    assert 'the student is cut in depth: the recommended terms add normalised L_GK' in printed
     assert sorted(os.listdir(tmp_path)) == ['data', 'teacher.pth', 'train_teacher.yml']
     out = str(tmp_path / 'SKD.yml')
     assert distill_main(['-opt', option_file, '--teacher', weights, '--params', '0.5', '--out', out]) == 0
     opt = read(out)
+    assert opt['network_g']['num_block'] < opt['network_t']['num_block']
+    assert opt['distill']['init_from_teacher'] is True and opt['distill']['features']
+    assert opt['train']['output_opt']['type'] == 'L1Loss'
+    feature = opt['train']['feature_opt']
+    assert feature['type'] == 'SKDFeatureLoss'
+    assert (feature['feature_norm'], feature['level_reduction']) == ('teacher_rms', 'mean')
+    assert 'contrast_opt' not in opt['train']
+
+
+def test_a_student_cut_in_width_only_gets_output_l1_alone_and_skd_terms_are_the_papers(tmp_path, capsys):
+    option_file, weights = training_file(tmp_path, 'EDSR')
+    student_file = write_options(tmp_path / 'student.yml', {'network_g': dict(TEACHERS['EDSR'][0], num_feat=8)})
+    out = str(tmp_path / 'SKD.yml')
+    assert distill_main(['-opt', option_file, '--teacher', weights, '--student', student_file, '--out', out]) == 0
+    assert 'which the recommended terms leave out for a student cut in width only' in capsys.readouterr().out
+    opt = read(out)
     assert opt['distill'] == {'adapter': 'conv1x1', 'init_from_teacher': True}
     assert opt['train']['output_opt']['type'] == 'L1Loss' and 'feature_opt' not in opt['train']
     assert 'contrast_opt' not in opt['train']
+    out = str(tmp_path / 'SKD_terms.yml')
+    assert distill_main(['-opt', option_file, '--teacher', weights, '--student', student_file, '--terms', 'skd',
+                         '--out', out]) == 0
+    opt = read(out)
+    assert opt['train']['contrast_opt']['type'] == 'SKDContrastiveLoss'
+    assert not {'feature_norm', 'level_reduction'} & set(opt['train']['feature_opt'])  # the paper's sum
 
 
 def test_a_student_of_another_family_distils_through_its_features(tmp_path, monkeypatch):
@@ -158,8 +183,8 @@ def test_same_family_pairs_are_stage_outputs_at_the_same_relative_depth():
     pairs = pair_features(build_network(student), build_network(teacher), probe)
     # every 4th student block with every 8th teacher block (each ends the same fraction of the body), never the
     # upsampler
-    assert pairs == [{'student': f'body.{s}', 'teacher': f'body.{t}'} for s, t in ((3, 7), (7, 15), (11, 23),
-                                                                                    (15, 31))]
+    expected = ((3, 7), (7, 15), (11, 23), (15, 31))
+    assert pairs == [{'student': f'body.{s}', 'teacher': f'body.{t}'} for s, t in expected]
 
 
 def test_a_cross_family_student_is_paired_by_its_features_never_by_its_output_head():

@@ -9,11 +9,13 @@ training file (datasets, schedule, validation, logging) and runs as it is with `
 
 ``--terms`` chooses what the student learns beside L1 to the ground truth:
 
-* ``recommended`` (default): the distillation study's best setting (docs/kd_study.md): the teacher's weights where
-  weight selection maps the pair, plus L1 to the teacher's output. For a student of another family, which cannot
-  start from the teacher's weights, L_GK on the feature pairs is added (alpha2 0.1): there the features are the only
-  way across, a regime the study has not measured yet;
-* ``skd``: the same, plus L_GK and L_CL, as the shipped SKD files;
+* ``recommended`` (default): the distillation study's best setting for the kind of student (docs/kd_study.md,
+  section 5): the teacher's weights where weight selection maps the pair, plus L1 to the teacher's output. Where the
+  student is cut in depth (it has fewer modules than the teacher: weight selection drops teacher blocks), L_GK in its
+  normalised form is added on the feature pairs (alpha2 0.1), as in the shipped Restormer files: it won there at
+  3x the study's budget. A student cut in width only gets no L_GK (it lost there). A student of another family, which
+  cannot start from the teacher's weights, gets L_GK too: the features are the only way across;
+* ``skd``: the same start and output L1, plus L_GK as the paper sums it and L_CL;
 * ``paper``: the paper's form: L_GK and L_CL, a random start, no output L1.
 """
 import copy
@@ -29,6 +31,8 @@ TERMS = ('recommended', 'skd', 'paper')
 SPATIAL_WINDOW = 8  # the cheap spatial MCA form at full-resolution levels, as in the shipped files
 FEATURE_LOSS = {'type': 'SKDFeatureLoss', 'loss_weight': 0.1, 'mca_weight': 1.0, 'sigma': 1.0, 'temperature': 'auto',
                 'branches': ['direct', 'channel', 'spatial'], 'spatial_softmax': 'contracted'}
+# the recommended terms' L_GK: the teacher's per-level RMS and a mean over levels and branches
+NORMALISED_FEATURE_LOSS = dict(FEATURE_LOSS, feature_norm='teacher_rms', level_reduction='mean')
 OUTPUT_LOSS = {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}
 CONTRAST_LAYERS = 3  # L_CL's teacher feature space: the teacher modules of the first pairs
 
@@ -112,21 +116,26 @@ def start_from_teacher(teacher_state, teacher_net, student_net, terms):
     return True, 'weight selection maps the pair'
 
 
-def out_terms(student_opt, teacher_opt, terms):
+def cut_in_depth(student_net, teacher_net):
+    """Whether a student of the teacher's family has fewer modules than the teacher (it lost blocks, not width)."""
+    return sum(1 for _ in student_net.modules()) < sum(1 for _ in teacher_net.modules())
+
+
+def out_terms(student_opt, teacher_opt, terms, depth_cut=False):
     """The train sections the file gets beside the user's: output_opt, feature_opt, contrast_opt."""
     cross_family = student_opt['type'] != teacher_opt['type']
     sections = [] if terms == 'paper' else ['output_opt']
-    if terms in ('skd', 'paper') or cross_family:
+    if terms in ('skd', 'paper') or cross_family or depth_cut:
         sections.append('feature_opt')
     if terms in ('skd', 'paper'):
         sections.append('contrast_opt')
     return sections
 
 
-def skd_options(opt, teacher_opt, student_opt, weights, param_key, pairs, init, terms, full_size):
+def skd_options(opt, teacher_opt, student_opt, weights, param_key, pairs, init, terms, full_size, depth_cut=False):
     """The SKD option dict: ``opt`` with the student, the teacher and the distillation terms, in BasicSR's order
     (the teacher after the student, distill after path)."""
-    sections = out_terms(student_opt, teacher_opt, terms)
+    sections = out_terms(student_opt, teacher_opt, terms, depth_cut)
     feature = 'feature_opt' in sections
     out = {}
     for key, value in copy.deepcopy(opt).items():
@@ -154,7 +163,7 @@ def skd_options(opt, teacher_opt, student_opt, weights, param_key, pairs, init, 
     if 'output_opt' in sections:
         train['output_opt'] = dict(OUTPUT_LOSS)
     if feature:
-        train['feature_opt'] = dict(FEATURE_LOSS)
+        train['feature_opt'] = dict(NORMALISED_FEATURE_LOSS if terms == 'recommended' else FEATURE_LOSS)
     if 'contrast_opt' in sections:
         layers = {pair['teacher']: 1.0 for pair, _ in pairs[:CONTRAST_LAYERS]}
         train['contrast_opt'] = {'type': 'SKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher',
@@ -212,6 +221,7 @@ def run(args):
         raise OptionError(str(err))
     full_size = tuple(probe.shape[-2:])
     init, why = start_from_teacher(teacher_state, teacher_net, student_net, args.terms)
+    depth_cut = student_opt['type'] == teacher_opt['type'] and cut_in_depth(student_net, teacher_net)
 
     rule = {'student': 'given with --student',
             'params': f'the most parameters within --params {target}',
@@ -226,13 +236,18 @@ def run(args):
               for p, (h, w) in sized]
     start = "from the teacher's weights" if init else 'random'
     lines.append(f'start: {start} ({why}); terms: {args.terms}')
-    if 'feature_opt' not in out_terms(student_opt, teacher_opt, args.terms):
-        lines.append('(the pairs are for L_GK, which the recommended terms leave out here: --terms skd adds it)')
+    if 'feature_opt' not in out_terms(student_opt, teacher_opt, args.terms, depth_cut):
+        lines.append('(the pairs are for L_GK, which the recommended terms leave out for a student cut in width only: '
+                     '--terms skd adds it)')
+    elif args.terms == 'recommended' and depth_cut:
+        lines.append('(the student is cut in depth: the recommended terms add normalised L_GK, which won for a '
+                     'Restormer cut in depth in the study, docs/kd_study.md)')
     print('\n'.join(lines))
     if args.dry_run:
         return 0
 
-    out = skd_options(opt, teacher_opt, student_opt, args.teacher, param_key, sized, init, args.terms, full_size)
+    out = skd_options(opt, teacher_opt, student_opt, args.teacher, param_key, sized, init, args.terms, full_size,
+                      depth_cut)
     intro = (f'SKD option file written by `basicsr distill` from {args.opt} and the teacher {args.teacher} (param key '
              f'{param_key or "none: a bare state dict"}). Everything but the networks, path, distill and the '
              f'distillation terms is the training file\'s; the experiment name has _SKD appended. Student: {rule}.')
