@@ -344,7 +344,12 @@ def collect(folders, json_path):
     for entry in regimes.values():
         entry['sweep'].sort(key=lambda point: (point['iters'], point['lr']))
         if entry['main']:
-            entry['recommended'] = recommend(entry['main']['rows'], VARIANTS)
+            entry['recommended'] = dict(recommend(entry['main']['rows'], VARIANTS), iters=entry['main']['iters'])
+        # the longer-budget check, closer to the budgets users train with, has the last word where it can judge: where
+        # it ran an SKD variant beside output-KD from the same start
+        if entry['longer'] and any(_skd(VARIANTS[v]) and _base(VARIANTS[v]) in entry['longer']['rows']
+                                   for v in entry['longer']['rows']):
+            entry['recommended'] = dict(recommend(entry['longer']['rows'], VARIANTS), iters=entry['longer']['iters'])
     os.makedirs(osp.dirname(osp.abspath(json_path)), exist_ok=True)
     with open(json_path, 'w') as f:
         json.dump(regimes, f, indent=2)
@@ -353,17 +358,27 @@ def collect(folders, json_path):
         f'{"longer" if e["longer"] else "no longer"})' for name, e in regimes.items()))
 
 
+def _skd(variant):
+    """Whether a variant trains with SKD's terms (L_GK, L_CL)."""
+    return 'feature_opt' in variant.train or 'contrast_opt' in variant.train
+
+
+def _base(variant):
+    """The output-KD variant from the same start: what an SKD variant must beat."""
+    return 'output_kd_init' if variant.init else 'output_kd'
+
+
 def recommend(rows, variants):
-    """The recommendation of a main study, as issue 21 sets the rule: SKD's terms (L_GK, L_CL) are recommended only
+    """The recommendation of a study, as issue 21 sets the rule: SKD's terms (L_GK, L_CL) are recommended only
     where they win, that is where a variant with them beats output-KD from the same start by a mean paired margin
     above twice its std. The recommended variant is the best winner by mean PSNR if any wins, else the best variant
     without SKD's terms. ``best_mean`` is the highest mean whatever its terms (a lead within the spread is no win)."""
     def skd(name):
-        return 'feature_opt' in variants[name].train or 'contrast_opt' in variants[name].train
+        return _skd(variants[name])
 
     wins = []
     for name, row in rows.items():
-        base = 'output_kd_init' if variants[name].init else 'output_kd'
+        base = _base(variants[name])
         if skd(name) and base in row['vs']:
             d = row['vs'][base]
             if d['mean'] > 2 * d['std']:

@@ -187,6 +187,34 @@ def test_collect_sorts_studies_into_sweep_main_and_longer_and_recommends_the_bes
     assert rec['variant'] == 'gkn_kd'
     assert [w['variant'] for w in rec['skd_terms_that_win']] == ['gkn_kd']
     assert rec['skd_terms_that_win'][0]['mean'] == pytest.approx(0.4)
+    assert rec['iters'] == regime.iters  # the longer check ran no output-KD beside gkn_kd: it cannot judge it
+
+
+def test_a_longer_check_that_ran_output_kd_beside_an_skd_variant_has_the_last_word(tmp_path):
+    from benchmarks.study.regimes import REGIMES
+
+    regime = REGIMES['depth']
+    # the depth regime's pattern: within the spread at 600 iterations, a win at 1800
+    main = {'scratch': [30.1, 30.2, 30.2], 'scratch_init': [31.2, 31.1, 31.2], 'output_kd_init': [31.27, 31.16, 31.26],
+            'gkn_kd_init': [31.29, 31.29, 31.35]}
+    longer = {'output_kd_init': [31.50, 31.44, 31.52], 'gkn_kd_init': [31.54, 31.49, 31.61]}
+    folders = []
+    for name, psnr, iters in (('main', main, regime.iters), ('longer', longer, 3 * regime.iters)):
+        results = {(v, s): {'psnr': p[s]} for v, p in psnr.items() for s in (0, 1, 2)}
+        (tmp_path / name).mkdir()
+        summary = {'rows': kd_study.paired_summary(results, list(psnr), [0, 1, 2]), 'iters': iters,
+                   'seeds': [0, 1, 2], 'lr': regime.pair.lr, 'regime': 'depth', 'teacher_psnr': 31.4,
+                   'noisy_psnr': 20.5, 'command': 'c'}
+        (tmp_path / name / 'summary.json').write_text(json.dumps(summary))
+        folders.append(str(tmp_path / name))
+    out = tmp_path / 'kd_study.json'
+    assert kd_study.main(['--collect', *folders, '--json', str(out)]) == 0
+    rec = json.loads(out.read_text())['depth']['recommended']
+    assert (rec['variant'], rec['iters']) == ('gkn_kd_init', 3 * regime.iters)
+    assert rec['skd_terms_that_win'][0]['mean'] == pytest.approx(0.06)
+    assert kd_study.main(['--collect', folders[0], '--json', str(out)]) == 0  # the main study alone: no win
+    rec = json.loads(out.read_text())['depth']['recommended']
+    assert (rec['variant'], rec['iters']) == ('output_kd_init', regime.iters)
 
 
 def test_an_skd_variant_that_leads_within_its_spread_is_not_recommended():
