@@ -6,4 +6,5 @@ themselves in BasicSR's registries under their own names when this package is im
 """
 import skd_basicsr  # noqa: F401  (BasicSR made fit for today's libraries, before anything imports it)
 from benchmarks.study import contrastive_loss, model  # noqa: F401  (register StudySKDContrastiveLoss, StudySKDModel)
+from benchmarks.study import archs  # noqa: F401  (registers StudySRVGGNetCompact)
 from benchmarks.study import feature_loss  # noqa: F401  (registers StudySKDFeatureLoss)

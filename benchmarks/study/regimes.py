@@ -30,7 +30,10 @@ HERE = osp.dirname(osp.abspath(__file__))
 DEPTH_TEACHER = dict(TEACHER, num_blocks=[4, 6, 6, 8], num_refinement_blocks=4)
 DEPTH_STUDENT = dict(TEACHER, num_blocks=[1, 1, 2, 2], num_refinement_blocks=2)
 DEPTH_TEACHER_WEIGHTS = osp.join(HERE, 'depth_teacher.pth')
-CNN_STUDENT = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_conv': 12,
+# BasicSR's SRVGGNetCompact initialised to see its input (benchmarks/study/archs.py): with PyTorch's default
+# initialisation the body starts blind to the input and the scratch student's escape from the identity is a lottery
+# of the seed (docs/kd_study.md, section 5.1)
+CNN_STUDENT = {'type': 'StudySRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_conv': 12,
                'upscale': 1, 'act_type': 'prelu'}
 # teacher level -> student layer: what pair_features finds for this pair (tests/test_kd_study.py checks it); the
 # teacher's encoder_level1, decoder_level1 and refinement are the outputs of their last blocks
