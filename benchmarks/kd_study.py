@@ -201,7 +201,8 @@ def build_parser():
     parser.add_argument('--train-teacher', action='store_true',
                         help='train the regime\'s teacher (demo teacher recipe, 8000 iterations) into its weights file')
     parser.add_argument('--longer-from', metavar='DIR', help='the longer-budget check of the study in DIR: its two best '
-                        'variants and scratch, at 3 times its iterations, on its seeds, its regime and learning rate')
+                        'variants and scratch (and output-KD from the same start where one of them has SKD\'s terms, '
+                        'to judge it), at 3 times its iterations, on its seeds, its regime and learning rate')
     parser.add_argument('--collect', nargs='+', metavar='DIR', help='gather the summary.json of these study folders '
                         'into --json, without training')
     parser.add_argument('--json', help='with --collect: the file to write (docs/kd_study.json)')
@@ -295,9 +296,13 @@ def longer_budget(args):
         raise SystemExit(f'--longer-from: {path} does not exist (run that study, or --no-train there, first).')
     with open(path) as f:
         summary = json.load(f)
+    from benchmarks.study.variants import VARIANTS
+
     rows = summary['rows']
     best = sorted((v for v in rows if v != 'scratch'), key=lambda v: rows[v]['mean'], reverse=True)[:2]
-    args.variants = ['scratch'] + best
+    # an SKD variant is judged against output-KD from the same start (recommend()): that base runs too
+    bases = [_base(VARIANTS[v]) for v in best if _skd(VARIANTS[v])]
+    args.variants = list(dict.fromkeys(['scratch'] + best + [b for b in bases if b in rows]))
     args.regime, args.lr = summary.get('regime', 'width'), summary.get('lr', 1e-3)
     args.iters, args.seeds = 3 * summary['iters'], summary['seeds']
 
