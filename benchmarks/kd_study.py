@@ -200,9 +200,9 @@ def build_parser():
     parser.add_argument('--lr', type=float, help='learning rate of every student. Default: the regime\'s')
     parser.add_argument('--train-teacher', action='store_true',
                         help='train the regime\'s teacher (demo teacher recipe, 8000 iterations) into its weights file')
-    parser.add_argument('--longer-from', metavar='DIR', help='the longer-budget check of the study in DIR: its two best '
-                        'variants and scratch (and output-KD from the same start where one of them has SKD\'s terms, '
-                        'to judge it), at 3 times its iterations, on its seeds, its regime and learning rate')
+    parser.add_argument('--longer-from', metavar='DIR', help='the longer-budget check of the study in DIR: its two '
+                        'best variants and scratch (and output-KD from the same start where one of them has SKD\'s '
+                        'terms, to judge it), at 3 times its iterations, on its seeds, its regime and learning rate')
     parser.add_argument('--collect', nargs='+', metavar='DIR', help='gather the summary.json of these study folders '
                         'into --json, without training')
     parser.add_argument('--json', help='with --collect: the file to write (docs/kd_study.json)')
