@@ -159,16 +159,25 @@ def test_a_student_cut_in_width_only_gets_output_l1_alone_and_skd_terms_are_the_
     assert not {'feature_norm', 'level_reduction'} & set(opt['train']['feature_opt'])  # the paper's sum
 
 
-def test_a_student_of_another_family_distils_through_its_features(tmp_path, monkeypatch):
+def test_a_student_of_another_family_distils_through_its_features(tmp_path, monkeypatch, capsys):
     option_file, weights = training_file(tmp_path, 'Restormer')
     student = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 16, 'num_conv': 4,
                'upscale': 1, 'act_type': 'prelu'}
     student_file = write_options(tmp_path / 'student.yml', {'network_g': student})
-    out = str(tmp_path / 'SKD.yml')
+    # recommended: output-L1 from a random start (L_GK did not win for a CNN student in the study)
+    out = str(tmp_path / 'SKD_recommended.yml')
     assert distill_main(['-opt', option_file, '--teacher', weights, '--student', student_file, '--out', out]) == 0
+    assert 'leave out for a student cut in width only or of another family' in capsys.readouterr().out
+    opt = read(out)
+    assert opt['distill'] == {'adapter': 'conv1x1', 'init_from_teacher': False}
+    assert opt['train']['output_opt']['type'] == 'L1Loss' and 'feature_opt' not in opt['train']
+    # --terms skd: through its features
+    out = str(tmp_path / 'SKD.yml')
+    assert distill_main(['-opt', option_file, '--teacher', weights, '--student', student_file, '--terms', 'skd',
+                         '--out', out]) == 0
     opt = read(out)
     assert opt['network_g'] == student and opt['distill']['init_from_teacher'] is False
-    assert opt['train']['feature_opt']['type'] == 'SKDFeatureLoss'  # the features are the only way across
+    assert opt['train']['feature_opt']['type'] == 'SKDFeatureLoss'
     assert_pairs_fit(opt)
     assert all(pair['student'].startswith('body.') for pair in opt['distill']['features'])
     status, log = train_here(out, tmp_path, monkeypatch)

@@ -13,8 +13,9 @@ training file (datasets, schedule, validation, logging) and runs as it is with `
   section 5): the teacher's weights where weight selection maps the pair, plus L1 to the teacher's output. Where the
   student is cut in depth (it has fewer modules than the teacher: weight selection drops teacher blocks), L_GK in its
   normalised form is added on the feature pairs (alpha2 0.1), as in the shipped Restormer files: it won there at
-  3x the study's budget. A student cut in width only gets no L_GK (it lost there). A student of another family, which
-  cannot start from the teacher's weights, gets L_GK too: the features are the only way across;
+  3x the study's budget. A student cut in width only gets no L_GK (it lost there), nor does a student of another
+  family, which cannot start from the teacher's weights: for a CNN from a Restormer teacher, L_GK beside output-L1
+  led within its spread at the study's budget and did not win at three times it;
 * ``skd``: the same start and output L1, plus L_GK as the paper sums it and L_CL;
 * ``paper``: the paper's form: L_GK and L_CL, a random start, no output L1.
 """
@@ -123,9 +124,8 @@ def cut_in_depth(student_net, teacher_net):
 
 def out_terms(student_opt, teacher_opt, terms, depth_cut=False):
     """The train sections the file gets beside the user's: output_opt, feature_opt, contrast_opt."""
-    cross_family = student_opt['type'] != teacher_opt['type']
     sections = [] if terms == 'paper' else ['output_opt']
-    if terms in ('skd', 'paper') or cross_family or depth_cut:
+    if terms in ('skd', 'paper') or depth_cut:
         sections.append('feature_opt')
     if terms in ('skd', 'paper'):
         sections.append('contrast_opt')
@@ -237,8 +237,8 @@ def run(args):
     start = "from the teacher's weights" if init else 'random'
     lines.append(f'start: {start} ({why}); terms: {args.terms}')
     if 'feature_opt' not in out_terms(student_opt, teacher_opt, args.terms, depth_cut):
-        lines.append('(the pairs are for L_GK, which the recommended terms leave out for a student cut in width only: '
-                     '--terms skd adds it)')
+        lines.append('(the pairs are for L_GK, which the recommended terms leave out for a student cut in width only '
+                     'or of another family: --terms skd adds it)')
     elif args.terms == 'recommended' and depth_cut:
         lines.append('(the student is cut in depth: the recommended terms add normalised L_GK, which won for a '
                      'Restormer cut in depth in the study, docs/kd_study.md)')
