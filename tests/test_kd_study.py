@@ -235,15 +235,21 @@ def test_an_skd_variant_that_leads_within_its_spread_is_not_recommended():
     assert rec['variant'] == 'gkn_kd_init' and [w['variant'] for w in rec['skd_terms_that_win']] == ['gkn_kd_init']
 
 
+def longer_from(folder, psnr, regime):
+    """The arguments ``--longer-from`` sets for a 600-iteration study of ``regime`` with these per-seed PSNRs."""
+    results = {(v, s): {'psnr': p[s]} for v, p in psnr.items() for s in (0, 1, 2)}
+    summary = {'rows': kd_study.paired_summary(results, list(psnr), [0, 1, 2]), 'iters': 600, 'seeds': [0, 1, 2],
+               'regime': regime, 'lr': 5e-4}
+    (folder / 'summary.json').write_text(json.dumps(summary))
+    args = kd_study.build_parser().parse_args(['--longer-from', str(folder)])
+    kd_study.longer_budget(args)
+    return args
+
+
 def test_the_longer_budget_takes_the_two_best_and_scratch_at_three_times_the_iterations(tmp_path):
     psnr = {'scratch': [29.0, 29.5, 29.2], 'scratch_init': [30.0, 30.6, 30.1], 'output_kd_init': [30.1, 30.7, 30.3],
             'gkn_kd_init': [29.9, 30.5, 30.0]}
-    results = {(v, s): {'psnr': p[s]} for v, p in psnr.items() for s in (0, 1, 2)}
-    summary = {'rows': kd_study.paired_summary(results, list(psnr), [0, 1, 2]), 'iters': 600, 'seeds': [0, 1, 2],
-               'regime': 'depth', 'lr': 5e-4}
-    (tmp_path / 'summary.json').write_text(json.dumps(summary))
-    args = kd_study.build_parser().parse_args(['--longer-from', str(tmp_path)])
-    kd_study.longer_budget(args)
+    args = longer_from(tmp_path, psnr, 'depth')
     # means: output_kd_init 30.37, scratch_init 30.23, gkn_kd_init 30.13, scratch 29.23
     assert args.variants == ['scratch', 'output_kd_init', 'scratch_init']
     assert (args.regime, args.lr, args.iters, args.seeds) == ('depth', 5e-4, 1800, [0, 1, 2])
@@ -253,10 +259,5 @@ def test_the_longer_budget_runs_output_kd_beside_an_skd_variant_among_the_two_be
     # the cross-family pattern: the two best are SKD variants; without output-KD the check could not judge them
     psnr = {'scratch': [29.61, 29.82, 29.68], 'output_kd': [29.69, 29.89, 29.54], 'gkn_kd': [29.67, 29.97, 29.71],
             'gkn_kd_warmup': [29.68, 29.92, 29.70], 'clf_kd': [24.3, 19.3, 22.8]}
-    results = {(v, s): {'psnr': p[s]} for v, p in psnr.items() for s in (0, 1, 2)}
-    summary = {'rows': kd_study.paired_summary(results, list(psnr), [0, 1, 2]), 'iters': 600, 'seeds': [0, 1, 2],
-               'regime': 'cross_family', 'lr': 5e-4}
-    (tmp_path / 'summary.json').write_text(json.dumps(summary))
-    args = kd_study.build_parser().parse_args(['--longer-from', str(tmp_path)])
-    kd_study.longer_budget(args)
+    args = longer_from(tmp_path, psnr, 'cross_family')
     assert args.variants == ['scratch', 'gkn_kd', 'gkn_kd_warmup', 'output_kd']
