@@ -117,12 +117,14 @@ def start_from_teacher(teacher_state, teacher_net, student_net, terms):
     return True, 'weight selection maps the pair'
 
 
-def cut_in_depth(student_net, teacher_net):
-    """Whether a student of the teacher's family has fewer modules than the teacher (it lost blocks, not width)."""
-    return sum(1 for _ in student_net.modules()) < sum(1 for _ in teacher_net.modules())
+def cut_in_depth(student_opt, teacher_opt, student_net, teacher_net):
+    """Whether the student is of the teacher's family with fewer modules than the teacher (it lost blocks, not only
+    width)."""
+    same_family = student_opt['type'] == teacher_opt['type']
+    return same_family and sum(1 for _ in student_net.modules()) < sum(1 for _ in teacher_net.modules())
 
 
-def out_terms(student_opt, teacher_opt, terms, depth_cut=False):
+def out_terms(terms, depth_cut):
     """The train sections the file gets beside the user's: output_opt, feature_opt, contrast_opt."""
     sections = [] if terms == 'paper' else ['output_opt']
     if terms in ('skd', 'paper') or depth_cut:
@@ -132,10 +134,10 @@ def out_terms(student_opt, teacher_opt, terms, depth_cut=False):
     return sections
 
 
-def skd_options(opt, teacher_opt, student_opt, weights, param_key, pairs, init, terms, full_size, depth_cut=False):
+def skd_options(opt, teacher_opt, student_opt, weights, param_key, pairs, init, terms, full_size, depth_cut):
     """The SKD option dict: ``opt`` with the student, the teacher and the distillation terms, in BasicSR's order
     (the teacher after the student, distill after path)."""
-    sections = out_terms(student_opt, teacher_opt, terms, depth_cut)
+    sections = out_terms(terms, depth_cut)
     feature = 'feature_opt' in sections
     out = {}
     for key, value in copy.deepcopy(opt).items():
@@ -221,7 +223,7 @@ def run(args):
         raise OptionError(str(err))
     full_size = tuple(probe.shape[-2:])
     init, why = start_from_teacher(teacher_state, teacher_net, student_net, args.terms)
-    depth_cut = student_opt['type'] == teacher_opt['type'] and cut_in_depth(student_net, teacher_net)
+    depth_cut = cut_in_depth(student_opt, teacher_opt, student_net, teacher_net)
 
     rule = {'student': 'given with --student',
             'params': f'the most parameters within --params {target}',
@@ -236,7 +238,7 @@ def run(args):
               for p, (h, w) in sized]
     start = "from the teacher's weights" if init else 'random'
     lines.append(f'start: {start} ({why}); terms: {args.terms}')
-    if 'feature_opt' not in out_terms(student_opt, teacher_opt, args.terms, depth_cut):
+    if 'feature_opt' not in out_terms(args.terms, depth_cut):
         lines.append('(the pairs are for L_GK, which the recommended terms leave out for a student cut in width only '
                      'or of another family: --terms skd adds it)')
     elif args.terms == 'recommended' and depth_cut:
