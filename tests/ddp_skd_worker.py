@@ -1,5 +1,7 @@
 """Run under torchrun by tests/test_reliability.py: SKD on 2 CPU processes (gloo) with gradient accumulation over 2
-micro-batches, then compare the replicas and count the gradient all-reduces: one per step, not one per micro-batch."""
+micro-batches, then compare the replicas and count the gradient all-reduces: one per step, not one per micro-batch.
+The student is re-initialised after its DDP wrap (distill.student_init: kaiming), so the replicas also show that
+rank 0's start reaches every rank."""
 import gc
 import sys
 
@@ -24,17 +26,26 @@ def counting_allreduce(counts):
     return hook
 
 
+def assert_same_on_every_rank(net, world, message):
+    flat = torch.cat([p.detach().flatten() for p in net.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    assert all(torch.equal(gathered[0], g) for g in gathered), message
+
+
 def main(tmp_path, out_file):
     init_dist('pytorch')
     rank, world = dist.get_rank(), dist.get_world_size()
-    torch.manual_seed(rank)  # different initial weights per rank: DDP must broadcast rank 0's
     # each rank writes its own copy of the (seeded, identical) data and teacher: ranks writing one file at once
     # let a rank read it half-written
     opt = make_opt(tmp_path / f'rank{rank}')
+    torch.manual_seed(rank)  # different initial weights per rank (after make_opt, which seeds the teacher it saves)
     opt.update(dist=True, rank=rank, world_size=world)
     opt['train']['accum_iter'] = 2
     opt['datasets']['train']['batch_size_per_gpu'] = 1
+    opt['distill']['student_init'] = 'kaiming'  # random draws after the wrap, from each rank's own seed
     model = build_model(opt)
+    assert_same_on_every_rank(model.net_g, world, 'the initial students differ')
     assert isinstance(model.net_g, DistributedDataParallel)
     assert isinstance(model.adapters, DistributedDataParallel)
     assert not isinstance(model.net_t, DistributedDataParallel)
@@ -47,10 +58,7 @@ def main(tmp_path, out_file):
         model.optimize_parameters(it)
     assert reduces == {'net_g': 3, 'adapters': 3}, reduces  # tiny nets: one bucket each, once per step
     for net in (model.net_g, model.adapters):
-        flat = torch.cat([p.detach().flatten() for p in net.parameters()])
-        gathered = [torch.empty_like(flat) for _ in range(world)]
-        dist.all_gather(gathered, flat)
-        assert all(torch.equal(gathered[0], g) for g in gathered), 'replicas differ'
+        assert_same_on_every_rank(net, world, 'replicas differ')
     if rank == 0:
         with open(out_file, 'w') as f:
             f.write(f'ok {world}\n')

@@ -169,7 +169,8 @@ def test_a_student_of_another_family_distils_through_its_features(tmp_path, monk
     assert distill_main(['-opt', option_file, '--teacher', weights, '--student', student_file, '--out', out]) == 0
     assert 'leave out for a student cut in width only or of another family' in capsys.readouterr().out
     opt = read(out)
-    assert opt['distill'] == {'adapter': 'conv1x1', 'init_from_teacher': False}
+    # a random start that sees its input: the start the study measured for this CNN
+    assert opt['distill'] == {'adapter': 'conv1x1', 'init_from_teacher': False, 'student_init': 'kaiming'}
     assert opt['train']['output_opt']['type'] == 'L1Loss' and 'feature_opt' not in opt['train']
     # --terms skd: through its features
     out = str(tmp_path / 'SKD.yml')
@@ -177,6 +178,7 @@ def test_a_student_of_another_family_distils_through_its_features(tmp_path, monk
                          '--out', out]) == 0
     opt = read(out)
     assert opt['network_g'] == student and opt['distill']['init_from_teacher'] is False
+    assert opt['distill']['student_init'] == 'kaiming'
     assert opt['train']['feature_opt']['type'] == 'SKDFeatureLoss'
     assert_pairs_fit(opt)
     assert all(pair['student'].startswith('body.') for pair in opt['distill']['features'])

@@ -9,17 +9,16 @@ budget took 480-960 iterations on one seed and never finished on another (docs/k
 
 This subclass re-initialises the convolutions with BasicSR's own ``default_init_weights`` (Kaiming normal, biases 0),
 the last one scaled by 0.1 so that the network still starts close to the identity, as BasicSR's residual networks
-scale their residual branches. The same input change then moves the body's output by 1e-2. The modules, and so the
+scale their residual branches: the product's ``distill.student_init: kaiming``
+(:func:`skd_basicsr.distill.student_init.kaiming_start`), bit for bit. The same input change then moves the body's
+output by 1e-2. The modules, and so the
 weights' keys and the feature names, are those of ``SRVGGNetCompact``: a trained student loads into the plain
 ``SRVGGNetCompact`` strictly.
 """
-from torch import nn
-
-from basicsr.archs.arch_util import default_init_weights
 from basicsr.archs.srvgg_arch import SRVGGNetCompact
 from basicsr.utils.registry import ARCH_REGISTRY
 
-LAST_CONV_SCALE = 0.1
+from skd_basicsr.distill.student_init import kaiming_start
 
 
 @ARCH_REGISTRY.register()
@@ -28,6 +27,4 @@ class StudySRVGGNetCompact(SRVGGNetCompact):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        convs = [m for m in self.body if isinstance(m, nn.Conv2d)]
-        default_init_weights(convs[:-1], 1)
-        default_init_weights(convs[-1], LAST_CONV_SCALE)
+        kaiming_start(self)

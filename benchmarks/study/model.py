@@ -128,4 +128,3 @@ class StudySKDModel(SKDModel):
         super().resume_training(resume_state)
         if self.net_lag is not None and 'lagged_student' in resume_state:
             self.net_lag.load_state_dict(resume_state['lagged_student'])
-

@@ -8,10 +8,12 @@ Shape::
         - latent
       adapter: conv1x1             # or none: 1x1 convolutions where student and teacher channels differ
       init_from_teacher: false     # true: weight selection from the teacher; generic: the plain leading slice
+      student_init: default        # kaiming: a random start that sees its input (skd_basicsr/distill/student_init.py)
 """
+from skd_basicsr.distill.student_init import STUDENT_INITS
 from skd_basicsr.platform.errors import OptionError
 
-DISTILL_KEYS = ('features', 'adapter', 'init_from_teacher')
+DISTILL_KEYS = ('features', 'adapter', 'init_from_teacher', 'student_init')
 FEATURE_PAIR_KEYS = ('student', 'teacher')
 SPATIAL_FORM_KEYS = ('spatial_window', 'spatial_tokens')  # optional per pair: the cheap spatial MCA form of that level
 ADAPTER_TYPES = ('conv1x1', 'none')
@@ -25,8 +27,8 @@ def parse_distill_options(distill_opt, feature_opt=None):
         feature_opt (dict | None): ``train.feature_opt``, which needs feature pairs and may hold the spatial forms.
 
     Returns:
-        dict: ``features`` (pairs without their spatial form), ``adapter``, ``init_from_teacher`` and
-        ``spatial_forms`` ({option: one value per pair} for the options of ``feature_opt`` the pairs set).
+        dict: ``features`` (pairs without their spatial form), ``adapter``, ``init_from_teacher``, ``student_init``
+        and ``spatial_forms`` ({option: one value per pair} for the options of ``feature_opt`` the pairs set).
 
     Raises:
         OptionError: Unknown keys (a typo must not fall back to a default), missing or malformed feature pairs.
@@ -45,6 +47,12 @@ def parse_distill_options(distill_opt, feature_opt=None):
     if not (isinstance(init_from_teacher, bool) or init_from_teacher == 'generic'):
         raise OptionError(f'distill.init_from_teacher must be true, false or generic (the plain leading slice for an '
                           f'architecture without a weight-selection rule), got {init_from_teacher!r}.')
+    student_init = distill_opt.get('student_init', 'default')
+    if student_init not in STUDENT_INITS:
+        raise OptionError(f'distill.student_init: {student_init!r} is not one of {list(STUDENT_INITS)}.')
+    if init_from_teacher and student_init != 'default':
+        raise OptionError(f'distill.init_from_teacher and distill.student_init: {student_init} both set the '
+                          'student\'s initial weights; keep one of them.')
     pairs = []
     for i, pair in enumerate(distill_opt.get('features') or []):
         if isinstance(pair, str):
@@ -62,4 +70,4 @@ def parse_distill_options(distill_opt, feature_opt=None):
                                   'one place (on the pairs to choose it per level).')
             spatial_forms[key] = [pair.pop(key, None) for pair in pairs]
     return {'features': pairs, 'adapter': adapter, 'init_from_teacher': init_from_teacher,
-            'spatial_forms': spatial_forms}
+            'student_init': student_init, 'spatial_forms': spatial_forms}

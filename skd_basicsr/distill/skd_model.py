@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from skd_basicsr.distill.adapters import adapters_for_pairs
 from skd_basicsr.distill.distill_options import parse_distill_options
 from skd_basicsr.distill.feature_space import teacher_feature_space
+from skd_basicsr.distill.student_init import LAST_CONV_SCALE, kaiming_start, same_on_every_rank
 from skd_basicsr.distill.taps import FeatureTaps
 from skd_basicsr.distill.teacher import build_frozen_teacher, teacher_metrics
 from skd_basicsr.distill.weight_selection import select_weights
@@ -76,6 +77,8 @@ class SKDModel(SRModel):
     (:func:`skd_basicsr.distill.weight_selection.select_weights`) before the first iteration, on a fresh start only:
     a resumed run continues from its own checkpoint, and it cannot be combined with ``path.pretrain_network_g``.
     ``generic`` asks for the plain leading slice of every tensor, for an architecture without a selection rule.
+    ``distill.student_init: kaiming`` is the random start for a student that weight selection cannot reach
+    (:mod:`skd_basicsr.distill.student_init`), under the same rules, with rank 0's draw given to every rank.
 
     Subclasses (the study's, in benchmarks/study) change the iteration through :meth:`distill_scale`,
     :meth:`contrast_negatives` and :meth:`after_step`.
@@ -94,6 +97,8 @@ class SKDModel(SRModel):
         self.print_network(self.net_t)
         if self.distill_opt['init_from_teacher']:
             self.init_student_from_teacher()
+        elif self.distill_opt['student_init'] != 'default':
+            self.init_student_at_random()
         self.pairs = self.distill_opt['features']
         self.taps_s = FeatureTaps(self.get_bare_model(self.net_g), [p['student'] for p in self.pairs], 'network_g')
 
@@ -120,12 +125,8 @@ class SKDModel(SRModel):
         """Weight selection of the student from the loaded teacher (``distill.init_from_teacher``); fresh starts
         only."""
         logger = get_root_logger()
-        if self.opt['path'].get('resume_state'):
-            logger.info('distill.init_from_teacher: resuming, so the student continues from its own checkpoint.')
+        if not self.fresh_start('distill.init_from_teacher'):
             return
-        if self.opt['path'].get('pretrain_network_g'):
-            raise OptionError('distill.init_from_teacher and path.pretrain_network_g both set the student\'s initial '
-                              'weights; keep one of them.')
         net_g = self.get_bare_model(self.net_g)
         generic = self.distill_opt['init_from_teacher'] == 'generic'
         try:
@@ -136,6 +137,27 @@ class SKDModel(SRModel):
         logger.info('distill.init_from_teacher: network_g initialised from network_t by weight selection.')
         for line in report.lines():
             logger.info(line)
+
+    def fresh_start(self, option):
+        """Whether an option that sets the student's initial weights acts: on a fresh start only, never beside
+        ``path.pretrain_network_g``."""
+        if self.opt['path'].get('resume_state'):
+            get_root_logger().info(f'{option}: resuming, so the student continues from its own checkpoint.')
+            return False
+        if self.opt['path'].get('pretrain_network_g'):
+            raise OptionError(f'{option} and path.pretrain_network_g both set the student\'s initial weights; keep '
+                              'one of them.')
+        return True
+
+    def init_student_at_random(self):
+        """``distill.student_init: kaiming`` (:mod:`skd_basicsr.distill.student_init`); fresh starts only."""
+        if not self.fresh_start('distill.student_init'):
+            return
+        net_g = self.get_bare_model(self.net_g)
+        kaiming_start(net_g)
+        same_on_every_rank(net_g)
+        get_root_logger().info('distill.student_init: kaiming: network_g\'s convolutions re-initialised (Kaiming '
+                               f'normal, the last one x{LAST_CONV_SCALE}).')
 
     def build_adapters(self):
         """Discover feature shapes with one dummy forward of both nets, check them, and build the adapters.

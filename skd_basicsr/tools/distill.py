@@ -18,6 +18,11 @@ training file (datasets, schedule, validation, logging) and runs as it is with `
   led within its spread at the study's budget and did not win at three times it;
 * ``skd``: the same start and output L1, plus L_GK as the paper sums it and L_CL;
 * ``paper``: the paper's form: L_GK and L_CL, a random start, no output L1.
+
+A student of another family than the teacher starts at random with ``distill.student_init: kaiming`` (BasicSR's
+Kaiming initialisation of its convolutions, the last one scaled by 0.1), whatever the terms: the study measured that
+start (with PyTorch's default initialisation the CNN it trained was blind to its input and training a lottery of the
+seed, :mod:`skd_basicsr.distill.student_init`).
 """
 import copy
 import os
@@ -117,11 +122,15 @@ def start_from_teacher(teacher_state, teacher_net, student_net, terms):
     return True, 'weight selection maps the pair'
 
 
+def same_family(student_opt, teacher_opt):
+    return student_opt['type'] == teacher_opt['type']
+
+
 def cut_in_depth(student_opt, teacher_opt, student_net, teacher_net):
     """Whether the student is of the teacher's family with fewer modules than the teacher (it lost blocks, not only
     width)."""
-    same_family = student_opt['type'] == teacher_opt['type']
-    return same_family and sum(1 for _ in student_net.modules()) < sum(1 for _ in teacher_net.modules())
+    fewer_modules = sum(1 for _ in student_net.modules()) < sum(1 for _ in teacher_net.modules())
+    return same_family(student_opt, teacher_opt) and fewer_modules
 
 
 def out_terms(terms, depth_cut):
@@ -158,6 +167,8 @@ def skd_options(opt, teacher_opt, student_opt, weights, param_key, pairs, init, 
         distill['features'] = [dict(pair, **({'spatial_window': SPATIAL_WINDOW} if size == full_size else {}))
                                for pair, size in pairs]
     distill.update(adapter='conv1x1', init_from_teacher=init)
+    if not same_family(student_opt, teacher_opt):
+        distill['student_init'] = 'kaiming'
     out['distill'] = distill
     train = out['train']
     for key in ('output_opt', 'feature_opt', 'contrast_opt'):
@@ -237,6 +248,8 @@ def run(args):
     lines += [f'  {p["student"]} -> {p["teacher"]} ({h} x {w} on a {full_size[0]} x {full_size[1]} probe)'
               for p, (h, w) in sized]
     start = "from the teacher's weights" if init else 'random'
+    if not same_family(student_opt, teacher_opt):
+        start += ', its convolutions Kaiming-initialised (distill.student_init: kaiming, the start the study measured)'
     lines.append(f'start: {start} ({why}); terms: {args.terms}')
     if 'feature_opt' not in out_terms(args.terms, depth_cut):
         lines.append('(the pairs are for L_GK, which the recommended terms leave out for a student cut in width only '
