@@ -312,7 +312,9 @@ def collect(folders, json_path):
     of its main study (per-seed PSNR, mean, paired differences), the recommendation, and the longer-budget check.
 
     A folder's role follows from its summary: at the regime's learning rate and budget it is the main study, at three
-    times the budget the longer-budget check, anything else a point of the sweep (its scratch row).
+    times the budget the longer-budget check, anything else a point of the sweep (its scratch row); a study at another
+    learning rate or budget with more than a scratch row is also kept whole under ``other`` (a regime's earlier main
+    study, from before a sweep moved its learning rate).
     """
     import skd_basicsr  # noqa: F401  (before basicsr)
     from basicsr.archs import build_network
@@ -334,7 +336,7 @@ def collect(folders, json_path):
         entry = regimes.setdefault(name, {
             'what': regime.what, 'student': regime.pair.student, 'teacher': regime.pair.teacher,
             'params_ratio': round(params(regime.pair.student) / params(regime.pair.teacher), 4),
-            'lr': regime.pair.lr, 'iters': regime.iters, 'sweep': [], 'main': None, 'longer': None})
+            'lr': regime.pair.lr, 'iters': regime.iters, 'sweep': [], 'main': None, 'longer': None, 'other': []})
         lr = summary.get('lr', 1e-3)
         study = {key: summary[key] for key in ('seeds', 'iters', 'teacher_psnr', 'noisy_psnr', 'rows')}
         study.update(lr=lr, command=summary.get('command'), folder=osp.relpath(folder))
@@ -342,12 +344,16 @@ def collect(folders, json_path):
             entry['main'] = study
         elif lr == regime.pair.lr and summary['iters'] == 3 * regime.iters:
             entry['longer'] = study
-        elif 'scratch' in summary['rows']:
-            entry['sweep'].append(dict(lr=lr, iters=summary['iters'], seeds=summary['seeds'],
-                                       psnr=summary['rows']['scratch']['psnr'],
-                                       mean=summary['rows']['scratch']['mean'], folder=osp.relpath(folder)))
+        else:
+            if 'scratch' in summary['rows']:
+                entry['sweep'].append(dict(lr=lr, iters=summary['iters'], seeds=summary['seeds'],
+                                           psnr=summary['rows']['scratch']['psnr'],
+                                           mean=summary['rows']['scratch']['mean'], folder=osp.relpath(folder)))
+            if set(summary['rows']) - {'scratch'}:
+                entry['other'].append(study)
     for entry in regimes.values():
         entry['sweep'].sort(key=lambda point: (point['iters'], point['lr']))
+        entry['other'].sort(key=lambda study: (study['iters'], study['lr']))
         if entry['main']:
             entry['recommended'] = dict(recommend(entry['main']['rows'], VARIANTS), iters=entry['main']['iters'])
         # the longer-budget check, closer to the budgets users train with, has the last word where it can judge: where
@@ -360,7 +366,7 @@ def collect(folders, json_path):
         json.dump(regimes, f, indent=2)
     print(f'[kd_study] wrote {json_path}: ' + ', '.join(
         f'{name} ({"main" if e["main"] else "no main"}, {len(e["sweep"])} sweep points, '
-        f'{"longer" if e["longer"] else "no longer"})' for name, e in regimes.items()))
+        f'{"longer" if e["longer"] else "no longer"}, {len(e["other"])} other)' for name, e in regimes.items()))
 
 
 def _skd(variant):

@@ -58,8 +58,9 @@ def test_no_train_reports_the_finished_runs_with_the_training_command(tmp_path, 
     monkeypatch.setattr(demo, 'write_photos', lambda out: {'train': 'train', 'val': 'val'})
     monkeypatch.setattr(demo, 'held_out_pairs', lambda folders: {})
     monkeypatch.setattr(demo, 'noisy_psnr', lambda pairs: 20.5)
-    argv = ['--out', str(tmp_path / 'study'), '--seeds', '0', '1', '2', '--variants', *PSNR, '--report',
-            str(tmp_path / 'table.md'), '--no-train']
+    # the runs carry no regime or learning rate: the width regime's at 1e-3, as runs made before regimes existed
+    argv = ['--out', str(tmp_path / 'study'), '--seeds', '0', '1', '2', '--variants', *PSNR, '--lr', '1e-3',
+            '--report', str(tmp_path / 'table.md'), '--no-train']
     monkeypatch.setattr(sys, 'argv', ['kd_study.py'] + argv)
     assert kd_study.main(argv) == 0
     table = (tmp_path / 'table.md').read_text()
@@ -175,12 +176,16 @@ def test_collect_sorts_studies_into_sweep_main_and_longer_and_recommends_the_bes
 
     folders = [study('sweep', regime.pair.lr * 5, regime.iters, ['scratch']),
                study('main', regime.pair.lr, regime.iters, list(psnr)),
-               study('longer', regime.pair.lr, 3 * regime.iters, ['scratch', 'gkn_kd'])]
+               study('longer', regime.pair.lr, 3 * regime.iters, ['scratch', 'gkn_kd']),
+               study('earlier', regime.pair.lr / 2, regime.iters, ['scratch', 'output_kd'])]
     out = tmp_path / 'kd_study.json'
     assert kd_study.main(['--collect', *folders, '--json', str(out)]) == 0
     entry = json.loads(out.read_text())['cross_family']
     assert entry['params_ratio'] == pytest.approx(0.385, abs=1e-3)
-    assert [p['lr'] for p in entry['sweep']] == [regime.pair.lr * 5] and entry['sweep'][0]['mean'] == 25.1
+    assert [p['lr'] for p in entry['sweep']] == [regime.pair.lr / 2, regime.pair.lr * 5]
+    assert entry['sweep'][1]['mean'] == 25.1
+    # a study at another learning rate is a sweep point and is kept whole; a scratch-only one is a point only
+    assert [(o['lr'], set(o['rows'])) for o in entry['other']] == [(regime.pair.lr / 2, {'scratch', 'output_kd'})]
     assert set(entry['main']['rows']) == set(psnr) and set(entry['longer']['rows']) == {'scratch', 'gkn_kd'}
     # gkn_kd - output_kd: +0.4 on every seed, a win; clf_kd - output_kd: -0.1, +0.1, 0, not one
     rec = entry['recommended']
