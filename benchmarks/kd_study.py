@@ -340,10 +340,13 @@ def collect(folders, json_path):
         lr = summary.get('lr', 1e-3)
         study = {key: summary[key] for key in ('seeds', 'iters', 'teacher_psnr', 'noisy_psnr', 'rows')}
         study.update(lr=lr, command=summary.get('command'), folder=osp.relpath(folder))
-        if lr == regime.pair.lr and summary['iters'] == regime.iters:
-            entry['main'] = study
-        elif lr == regime.pair.lr and summary['iters'] == 3 * regime.iters:
-            entry['longer'] = study
+        at_rate = lr == regime.pair.lr
+        role = {regime.iters: 'main', 3 * regime.iters: 'longer'}.get(summary['iters']) if at_rate else None
+        if role and entry[role]:
+            raise SystemExit(f'--collect: {entry[role]["folder"]} and {osp.relpath(folder)} are both the {role} study '
+                             f'of regime {name} (lr {lr:g}, {summary["iters"]} iterations); pass one of them.')
+        if role:
+            entry[role] = study
         else:
             if 'scratch' in summary['rows']:
                 entry['sweep'].append(dict(lr=lr, iters=summary['iters'], seeds=summary['seeds'],

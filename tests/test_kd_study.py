@@ -186,6 +186,10 @@ def test_collect_sorts_studies_into_sweep_main_and_longer_and_recommends_the_bes
     assert entry['sweep'][1]['mean'] == 25.1
     # a study at another learning rate is a sweep point and is kept whole; a scratch-only one is a point only
     assert [(o['lr'], set(o['rows'])) for o in entry['other']] == [(regime.pair.lr / 2, {'scratch', 'output_kd'})]
+    # a sweep point at the regime's own rate and budget would be a second main study: refused, not overwritten
+    folders.append(study('sweep_at_main', regime.pair.lr, regime.iters, ['scratch']))
+    with pytest.raises(SystemExit, match=r'main and .*sweep_at_main are both the main study of regime cross_family'):
+        kd_study.main(['--collect', *folders, '--json', str(out)])
     assert set(entry['main']['rows']) == set(psnr) and set(entry['longer']['rows']) == {'scratch', 'gkn_kd'}
     # gkn_kd - output_kd: +0.4 on every seed, a win; clf_kd - output_kd: -0.1, +0.1, 0, not one
     rec = entry['recommended']
