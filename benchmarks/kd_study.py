@@ -13,7 +13,7 @@ student (where a variant does not replace it) and the same training batches and 
 variants on seed k is a paired difference. The study reports, per variant, the mean PSNR and the paired difference to
 ``scratch`` and to ``scratch_init`` (where those ran), with its standard deviation over the seeds.
 
-Variants (``--variants``; ``--list`` prints them) are those of :mod:`benchmarks.study.variants`: the five of
+Variants (``--variants``; ``--list`` prints them) are those of :mod:`benchmarks.study.variants`: the variants of
 ``basicsr demo``, so that a setting the study recommends is the one the demo runs, and the candidates beyond them.
 A name ending in ``_init`` starts the student from the teacher by weight selection (``basicsr shrink`` for the
 plain students, ``distill.init_from_teacher`` for the distilled ones); the others start from the seed's random

@@ -138,13 +138,17 @@ def test_skd_files_start_from_the_teacher_and_their_header_gives_the_papers_form
         {k: v for k, v in opt['train']['feature_opt'].items() if k not in ('feature_norm', 'level_reduction')}
 
 
-@pytest.mark.parametrize('path', [p for p in OPTION_FILES if osp.basename(p).startswith('SKD_')
-                                  and 'SRx4' not in p], ids=lambda p: osp.basename(p))
-def test_restormer_skd_files_ship_the_depth_regimes_best(path, tmp_path, monkeypatch):
-    """The Restormer students are cut in depth: the study's best there is normalised L_GK beside output-L1 from the
-    teacher's weights, without L_CL (docs/kd_study.md, section 5)."""
+@pytest.mark.parametrize('path', [p for p in OPTION_FILES if osp.basename(p).startswith('SKD_')],
+                         ids=lambda p: osp.basename(p))
+def test_skd_files_ship_the_recommended_terms(path, tmp_path, monkeypatch):
+    """Every shipped student starts from the teacher's weights: the study's best for such students, in width and in
+    depth, is normalised L_GK beside output-L1, without L_CL (docs/kd_study.md, section 5), what `basicsr distill
+    --terms recommended` writes for them."""
+    from skd_basicsr.tools.distill import NORMALISED_FEATURE_LOSS, OUTPUT_LOSS
+
     monkeypatch.chdir(tmp_path)
     opt, _ = parse_options(str(tmp_path), is_train=True, argv=['-opt', path])
-    feature = opt['train']['feature_opt']
-    assert (feature['feature_norm'], feature['level_reduction'], feature['loss_weight']) == ('teacher_rms', 'mean', 0.1)
+    assert opt['distill']['init_from_teacher'] is True
+    assert opt['train']['output_opt'] == OUTPUT_LOSS
+    assert opt['train']['feature_opt'] == NORMALISED_FEATURE_LOSS
     assert 'contrast_opt' not in opt['train']

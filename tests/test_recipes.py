@@ -153,7 +153,7 @@ def test_option_file_trains_every_stage_and_validates_on_real_sizes(path, root, 
     if opt['model_type'] == 'SKDModel':
         assert f'Teacher (network_t) on {val}' in log
         assert 'distill.init_from_teacher: network_g initialised from network_t' in log
-        # every term the file trains is logged, and only those (the Restormer files leave L_CL out)
+        # every term the file trains is logged, and only those (the shipped files leave L_CL out)
         terms = {'l_kd:': 'output_opt', 'l_gk:': 'feature_opt', 'l_cl:': 'contrast_opt'}
         assert 'l_pix:' in log and 'l_kd:' in log and 'l_gk:' in log
         for name, section in terms.items():

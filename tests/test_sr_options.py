@@ -87,7 +87,9 @@ def cross_family(data):
     opt['distill']['features'] = [{'student': 'body.7', 'teacher': 'layers.2.conv'},
                                   {'student': 'body.15', 'teacher': 'layers.5.conv'},
                                   {'student': 'conv_after_body', 'teacher': 'conv_after_body'}]
-    opt['train']['contrast_opt']['layer_weights'] = swinir['train']['contrast_opt']['layer_weights']
+    # the paper's L_CL, which the files leave commented, in the teacher's first convolution as the SwinIR file has it
+    opt['train']['contrast_opt'] = {'type': 'SKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher',
+                                    'positive': 'teacher', 'layer_weights': {'conv_first': 1.0}}
     opt['distill']['init_from_teacher'] = False  # weight selection refuses another family
     return opt
 

@@ -125,6 +125,29 @@ def test_study_options_default_to_the_paper_reading_bit_for_bit():
         assert all(torch.equal(g, ref) for g, ref in zip(grads, product[2]))
 
 
+def test_study_class_in_the_normalised_form_is_the_products_bit_for_bit():
+    """The study measured its normalised L_GK as StudySKDFeatureLoss; the demo and basicsr distill ship it as
+    SKDFeatureLoss with the same options: the two must be one loss, value, parts and gradients."""
+    from skd_basicsr.tools.distill import NORMALISED_FEATURE_LOSS
+
+    opt = {k: v for k, v in NORMALISED_FEATURE_LOSS.items() if k != 'type'}
+    pairs = level_pairs()
+    results = []
+    for fn in (SKDFeatureLoss(**opt), StudySKDFeatureLoss(**opt)):
+        students = [s.clone().requires_grad_() for s, _ in pairs]
+        loss, parts = fn(students, [t for _, t in pairs])
+        loss.backward()
+        results.append((loss.detach(), parts, [s.grad for s in students]))
+    (product, product_parts, product_grads), (study, study_parts, study_grads) = results
+    assert torch.equal(product, study) and product.item() > 0
+    assert list(product_parts) == list(study_parts)
+    assert all(torch.equal(product_parts[k], study_parts[k]) for k in product_parts)
+    assert all(torch.equal(g, ref) for g, ref in zip(study_grads, product_grads))
+    # and it is not the paper's form: the options reach the loss
+    paper, _ = SKDFeatureLoss()([s for s, _ in pairs], [t for _, t in pairs])
+    assert not torch.allclose(paper, product)
+
+
 def test_study_options_built_through_basicsr_build_loss():
     from basicsr.losses import build_loss
     opt = {'feature_norm': 'teacher_rms', 'level_reduction': 'mean', 'channel_affinity': 'cosine'}

@@ -30,7 +30,7 @@ studies at 1e-3 stay in docs/study as a second learning rate.
 from collections import namedtuple
 from os import path as osp
 
-from skd_basicsr.tools.demo import STUDENT, TEACHER, TEACHER_WEIGHTS, Pair
+from skd_basicsr.tools.demo import DEMO_PAIR, TEACHER, TEACHER_WEIGHTS, Pair
 
 HERE = osp.dirname(osp.abspath(__file__))
 
@@ -58,7 +58,7 @@ _TEACHER_START = ('scratch_init', 'output_kd_init', 'gkn_kd_init', 'clf_kd_init'
 
 REGIMES = {
     'width': Regime('the demo student: the demo teacher cut in width (dim 16 -> 10), 0.40x its parameters',
-                    Pair(STUDENT, TEACHER, lr=4e-3), TEACHER_WEIGHTS, 600, True, _RANDOM_START + _TEACHER_START),
+                    DEMO_PAIR, TEACHER_WEIGHTS, 600, True, _RANDOM_START + _TEACHER_START),
     'depth': Regime('the teacher\'s width at a quarter of its depth ([4, 6, 6, 8] + 4 -> [1, 1, 2, 2] + 2, dim 16), '
                     '0.372x its parameters', Pair(DEPTH_STUDENT, DEPTH_TEACHER, lr=2e-3), DEPTH_TEACHER_WEIGHTS, 600,
                     True, _RANDOM_START + _TEACHER_START),

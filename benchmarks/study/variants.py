@@ -1,14 +1,15 @@
-"""The student variants of the distillation study: the demo's five and the candidates beyond the paper (issues 10, 21).
+"""The student variants of the distillation study: the demo's and the candidates beyond the paper (issues 10, 21).
 
 Every variant trains the demo's student (:data:`skd_basicsr.tools.demo.STUDENT`) on the demo's photos; its option
 file is written by :func:`skd_basicsr.tools.demo.student_options`. Candidates that need options the product does not
 take run as ``StudySKDModel`` with ``StudySKDFeatureLoss`` / ``StudySKDContrastiveLoss`` (this package). A name
 ending in ``_init`` starts from the teacher's selected weights.
 """
-from skd_basicsr.tools.demo import DEMO_VARIANTS, FEATURE_LOSS, LEVELS, OUTPUT_KD, Variant
+from skd_basicsr.tools.demo import DEMO_VARIANTS, FEATURE_LOSS, LEVELS, NORMALISED_FEATURE_LOSS, OUTPUT_KD, Variant
 
-# the normalised L_GK: features divided by the teacher's RMS at each level, mean over levels and branches
-GK_NORM = dict(FEATURE_LOSS, type='StudySKDFeatureLoss', feature_norm='teacher_rms', level_reduction='mean')
+# the normalised L_GK: features divided by the teacher's RMS at each level, mean over levels and branches (the
+# product's form, in the study's class for the candidates that vary it; the same loss bit for bit otherwise)
+GK_NORM = dict(NORMALISED_FEATURE_LOSS, type='StudySKDFeatureLoss')
 # L_CL with restored negatives and the bound
 CL_RESTORED = {'type': 'StudySKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher',
                'positive': 'teacher', 'negatives': ['lagged', 'batch'], 'bound': 'positive'}
@@ -70,6 +71,7 @@ CANDIDATES = {
 CANDIDATES['skd_paper_init'] = DEMO_VARIANTS['skd_paper']._replace(
     what=f'{DEMO_VARIANTS["skd_paper"].what}; initialised from the teacher', init=True)
 CANDIDATES.update({f'{name}_init': v._replace(what=f'{v.what}; initialised from the teacher', init=True)
-                   for name, v in list(CANDIDATES.items()) if not name.endswith('_init')})
-# name -> Variant: the demo's five first, then the candidates
+                   for name, v in list(CANDIDATES.items())
+                   if not name.endswith('_init') and f'{name}_init' not in DEMO_VARIANTS})
+# name -> Variant: the demo's first (gkn_kd_init, its recommended student, among them), then the candidates
 VARIANTS = dict(DEMO_VARIANTS, **CANDIDATES)
