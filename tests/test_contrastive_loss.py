@@ -64,3 +64,38 @@ def test_the_margin_is_relative_to_the_positives_scale():
 def test_a_wrong_margin_is_refused(value):
     with pytest.raises(ValueError, match=rf'negative_margin must be a number >= 0, got {value!r}'):
         SKDContrastiveLoss(feature_space=PixelSpace(), negative_margin=value)
+
+
+def test_an_anchor_on_its_negative_sends_the_ratio_to_one_over_eps_and_the_floor_bounds_it():
+    """A student that starts at its input sits on the input negative: the paper's ratio is d_pos / eps there. With
+    negative_floor the distance to the negative is at least that fraction of the positive's, and the term pulls only."""
+    g = torch.Generator().manual_seed(1)
+    positive = torch.rand(2, 3, 16, 16, generator=g)
+    negative = positive + 0.1 * torch.randn(positive.shape, generator=g)
+    paper = SKDContrastiveLoss(feature_space=PixelSpace(), negative_margin=0, eps=1e-7)
+    floored = SKDContrastiveLoss(feature_space=PixelSpace(), negative_margin=0, negative_floor=0.5)
+    anchor = negative.clone().requires_grad_(True)
+    assert paper(anchor, positive, negative).item() > 1e5
+    value = floored(anchor, positive, negative)
+    # on the negative: d_pos = d(p, n), the denominator 0.5 * d(p, n)
+    torch.testing.assert_close(value, torch.tensor(2.0), rtol=1e-5, atol=0)
+    value.backward()
+    # the gradient is the pull alone: that of d_pos / (0.5 d(p, n)), the floor a constant
+    again = negative.clone().requires_grad_(True)
+    pull = torch.autograd.grad((l1(again, positive) / (0.5 * l1(positive, negative))).mean(), again)[0]
+    torch.testing.assert_close(anchor.grad, pull)
+    assert anchor.grad.abs().max() > 0
+
+
+def test_the_floor_changes_nothing_for_an_anchor_farther_from_the_negative_than_it():
+    anchor, positive, negative = blind_batch(sigma=0.1)  # the anchor is about the positive: far from the negative
+    plain = SKDContrastiveLoss(feature_space=PixelSpace())
+    floored = SKDContrastiveLoss(feature_space=PixelSpace(), negative_floor=0.5)
+    assert grad_norm(floored, anchor, positive, negative) == grad_norm(plain, anchor, positive, negative)
+    torch.testing.assert_close(floored(anchor, positive, negative), plain(anchor, positive, negative), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('value', [-0.1, 1.0, True, 'auto'])
+def test_a_wrong_floor_is_refused(value):
+    with pytest.raises(ValueError, match=rf'negative_floor must be a number in \[0, 1\), got {value!r}'):
+        SKDContrastiveLoss(feature_space=PixelSpace(), negative_floor=value)

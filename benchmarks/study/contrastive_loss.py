@@ -5,7 +5,7 @@ The defaults are the paper's reading, so with them it is the product's :class:`S
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 
-from skd_basicsr.distill.contrastive_loss import SKDContrastiveLoss, l1_per_sample
+from skd_basicsr.distill.contrastive_loss import SKDContrastiveLoss, l1_per_sample, positive_distance
 
 NEGATIVES = ('input', 'lagged', 'batch')  # where the negatives come from; StudySKDModel makes them
 BOUNDS = ('none', 'positive')
@@ -57,7 +57,5 @@ class StudySKDContrastiveLoss(SKDContrastiveLoss):
     def negative_distance(self, anchor, positives, negative):
         distance = l1_per_sample(anchor, negative)
         if self.bound == 'positive':
-            with torch.no_grad():
-                cap = sum(l1_per_sample(p, negative) for p in positives) / len(positives)
-            distance = torch.minimum(distance, cap)
+            distance = torch.minimum(distance, positive_distance(positives, negative))
         return distance

@@ -17,6 +17,9 @@ CL_RESTORED = {'type': 'StudySKDContrastiveLoss', 'loss_weight': 0.1, 'feature_s
 # negative_margin) and the lagging student (after its warm-up, lag_warmup_iter), each push capped where the teacher is
 CL_FIXED = {'type': 'StudySKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher', 'positive': 'teacher',
             'negatives': ['input', 'lagged'], 'bound': 'positive'}
+# the fixed L_CL with each distance of the student to a negative floored at half the teacher output's (the product's
+# negative_floor): a student that starts at its input (the cross-family CNN) no longer meets a ratio of d_pos / eps
+CL_FLOORED = dict(CL_FIXED, negative_floor=0.5)
 ENCODER = LEVELS[:4]
 DECODER = LEVELS[4:]
 STUDY = 'StudySKDModel'
@@ -30,6 +33,9 @@ CANDIDATES = {
     'clf_kd': Variant('the fixed L_CL (the input, where it is not about the teacher output, and the lagging student '
                       'after 100 iterations, as negatives; bounded), alpha3 = 0.1 + L1 to the teacher output',
                       dict(OUTPUT_KD, contrast_opt=CL_FIXED), None, True, model=STUDY),
+    'clf_floor_kd': Variant('the fixed L_CL (as clf_kd) with each distance to a negative floored at half the teacher '
+                            'output\'s (negative_floor 0.5), alpha3 = 0.1 + L1 to the teacher output',
+                            dict(OUTPUT_KD, contrast_opt=CL_FLOORED), None, True, model=STUDY),
     'skdf_kd': Variant('normalised L_GK (as gkn_kd) + the fixed L_CL (as clf_kd) + L1 to the teacher output',
                        dict(OUTPUT_KD, feature_opt=GK_NORM, contrast_opt=CL_FIXED), 'window', True, model=STUDY),
     'gk': Variant('L_GK (8 levels, 3 branches, 8x8 spatial windows at full resolution), alpha2 = 0.1',

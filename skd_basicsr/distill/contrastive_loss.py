@@ -28,6 +28,11 @@ class SKDContrastiveLoss(nn.Module):
     below ``negative_margin`` times the positive's mean absolute feature is left out of the denominator; a sample
     left with no negative adds nothing at that layer.
 
+    An anchor about a negative is the other degenerate case: a student that starts at its input (a plain CNN, before
+    it learns to denoise) sits on the input negative, and the ratio is about ``d_pos / eps``. ``negative_floor``
+    raises each negative distance to at least that fraction of the positive's own distance to the negative (detached),
+    so while the student is that close to the negative the term only pulls it to the positive, at a bounded scale.
+
     Called on images (:meth:`forward`), the loss maps them into its feature space itself. SKDModel runs the
     feature-space passes where its iteration lists them and calls :meth:`from_features`.
 
@@ -45,12 +50,14 @@ class SKDContrastiveLoss(nn.Module):
         eps (float): Keeps the ratio finite when anchor and negative coincide. Default: 1e-7.
         negative_margin (float): Negatives closer to the positive than this, relative to the positive's mean absolute
             feature (per sample and layer), are left out; 0 keeps every negative, as the paper does. Default: 0.05.
+        negative_floor (float): In [0, 1): each distance of the anchor to a negative is at least this fraction of the
+            positive's distance to that negative (per sample and layer); 0 is the paper's ratio. Default: 0.
     """
 
     negatives = ('input', )  # where the negatives come from: SKDModel makes them (SKDModel.contrast_negatives)
 
     def __init__(self, loss_weight=1.0, reduction='mean', feature_space='vgg19', positive='teacher',
-                 layer_weights=None, vgg_weights=None, eps=1e-7, negative_margin=0.05):
+                 layer_weights=None, vgg_weights=None, eps=1e-7, negative_margin=0.05, negative_floor=0.0):
         super().__init__()
         if isinstance(feature_space, str) and feature_space not in FEATURE_SPACES:
             raise ValueError(f'SKDContrastiveLoss: feature_space {feature_space!r} is not one of {FEATURE_SPACES}.')
@@ -65,12 +72,16 @@ class SKDContrastiveLoss(nn.Module):
             raise ValueError(f'SKDContrastiveLoss: eps must be > 0, got {eps}.')
         if isinstance(negative_margin, bool) or not isinstance(negative_margin, (int, float)) or negative_margin < 0:
             raise ValueError(f'SKDContrastiveLoss: negative_margin must be a number >= 0, got {negative_margin!r}.')
+        if isinstance(negative_floor, bool) or not isinstance(negative_floor, (int, float)) or \
+                not 0 <= negative_floor < 1:
+            raise ValueError(f'SKDContrastiveLoss: negative_floor must be a number in [0, 1), got {negative_floor!r}.')
         self.space = VGG19FeatureSpace(layer_weights, vgg_weights) if feature_space == 'vgg19' else feature_space
         self.loss_weight = loss_weight
         self.reduction = reduction
         self.positive = positive
         self.eps = eps
         self.negative_margin = float(negative_margin)
+        self.negative_floor = float(negative_floor)
 
     def positives(self, target, gt=None):
         """The positive images: the teacher's output ``target``, the ground truth ``gt``, or both."""
@@ -119,8 +130,8 @@ class SKDContrastiveLoss(nn.Module):
             positives = [feats[layer] for feats in pos_feats]
             d_pos = sum(l1_per_sample(anchor, p) for p in positives) / len(positives)
             kept = [self.kept(positives, feats[layer]) for feats in neg_feats]
-            d_neg = sum(keep * self.negative_distance(anchor, positives, feats[layer])
-                        for keep, feats in zip(kept, neg_feats))
+            d_neg = sum(keep * self.floored(self.negative_distance(anchor, positives, feats[layer]), positives,
+                                            feats[layer]) for keep, feats in zip(kept, neg_feats))
             count = sum(kept)
             # a sample without a negative left: 0 / 1 instead of 0 / 0, so it adds nothing and sends no gradient
             loss = loss + weight * torch.where(count > 0, d_pos, 0) / (d_neg / count.clamp(min=1) + self.eps)
@@ -132,14 +143,28 @@ class SKDContrastiveLoss(nn.Module):
         with torch.no_grad():
             if self.negative_margin == 0:
                 return negative.new_ones(negative.shape[0])
-            apart = sum(l1_per_sample(p, negative) for p in positives) / len(positives)
             scale = sum(p.abs().flatten(1).mean(1) for p in positives) / len(positives)
-            return (apart > self.negative_margin * scale).to(negative.dtype)
+            return (positive_distance(positives, negative) > self.negative_margin * scale).to(negative.dtype)
+
+    def floored(self, distance, positives, negative):
+        """``distance`` (per sample, of the anchor to ``negative``) raised to ``negative_floor`` times the positives'
+        distance to ``negative``; the floor carries no gradient."""
+        if self.negative_floor == 0:
+            return distance
+        with torch.no_grad():
+            floor = self.negative_floor * positive_distance(positives, negative)
+        return torch.maximum(distance, floor.to(distance.dtype))
 
     def negative_distance(self, anchor, positives, negative):
         """Per-sample distance of the anchor to one negative at one layer (``positives``: that layer's positive
         features, for variants that bound the distance by them)."""
         return l1_per_sample(anchor, negative)
+
+
+def positive_distance(positives, negative):
+    """Per-sample distance of ``negative`` to the positives (their mean), without gradient."""
+    with torch.no_grad():
+        return sum(l1_per_sample(p, negative) for p in positives) / len(positives)
 
 
 def l1_per_sample(x, y):
