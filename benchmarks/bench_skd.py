@@ -50,13 +50,16 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def read_options(opt_file, workdir, num_gpu=0):
-    """The option file's training options, set up for timing one fixed batch on ``num_gpu`` GPUs (0: the CPU)."""
+def read_options(opt_file, workdir, num_gpu=0, restore_contrast=True):
+    """The option file's training options, set up for timing one fixed batch on ``num_gpu`` GPUs (0: the CPU).
+    With ``restore_contrast``, a ``contrast_opt`` block the file leaves commented out is restored, so that the
+    ``skd`` case times L_CL; a file with neither is an error then. Training runs pass False: they train the file
+    as it is."""
     import skd_basicsr  # noqa: F401  (registries, compatibility layer)
     from skd_basicsr.platform.options import parse_options
 
     opt, _ = parse_options(workdir, is_train=True, argv=['-opt', opt_file])
-    if 'contrast_opt' not in opt['train']:
+    if restore_contrast and 'contrast_opt' not in opt['train']:
         opt['train']['contrast_opt'] = commented_contrast_opt(opt_file)
     opt['num_gpu'] = num_gpu
     opt['train'].pop('progressive', None)  # one fixed patch size here; progressive cropping is not being timed

@@ -629,7 +629,7 @@ def train_and_score(opt, dev, workdir, folders, iters):
     path = osp.join(workdir, f'{opt["name"]}.yml')
     with open(path, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
-    opt = bench_skd.read_options(path, workdir, num_gpu=1 if dev.cuda else 0)
+    opt = bench_skd.read_options(path, workdir, num_gpu=1 if dev.cuda else 0, restore_contrast=False)
     set_random_seed(opt['manual_seed'])
     dataset_opt = opt['datasets']['train']
     dataset = build_dataset(dataset_opt)

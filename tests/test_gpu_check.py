@@ -120,6 +120,8 @@ def test_bench_skd_times_l_cl_where_the_file_leaves_it_commented(tmp_path):
     plain.write_text(Path(REPO, 'options', 'SKD_SRx4_EDSR.yml').read_text().replace('  # contrast_opt:', '  #'))
     with pytest.raises(ValueError, match='plain.yml: no train.contrast_opt, commented or not; bench_skd times L_CL'):
         bench_skd.read_options(str(plain), str(tmp_path))
+    trained = bench_skd.read_options(str(plain), str(tmp_path), restore_contrast=False)  # training runs: as written
+    assert 'contrast_opt' not in trained['train']
 
 
 def test_a_failing_section_leaves_the_others_and_exit_status_1(tmp_path):
