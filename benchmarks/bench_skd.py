@@ -77,7 +77,8 @@ def commented_contrast_opt(opt_file):
     try:
         start = next(i for i, line in enumerate(lines) if line.startswith('  # contrast_opt:'))
     except StopIteration:
-        raise ValueError(f'{opt_file}: no train.contrast_opt, commented or not; bench_skd times L_CL and needs one.') from None
+        raise ValueError(f'{opt_file}: no train.contrast_opt, commented or not; bench_skd times L_CL and needs '
+                         'one.') from None
     block = ['contrast_opt:' + lines[start][len('  # contrast_opt:'):]]
     for line in lines[start + 1:]:
         if not line.startswith('  #   '):
