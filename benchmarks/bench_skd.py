@@ -9,7 +9,8 @@ Three measurements, all in one process so that the ratios share the machine's st
    * ``floor``: ``student`` followed by one teacher forward under inference mode, the least any distillation of
      this teacher can cost;
    * ``skd_no_cl``: SKDModel with L_REC + L_GK (every ``distill.features`` pair, adapters, both MCA branches, the
-     spatial one in the forms the file chooses per level);
+     spatial one in the forms the file chooses per level; where the file leaves L_GK commented out, as every
+     shipped file does, with that commented block restored);
    * ``skd_exact``: where the file chooses cheap spatial forms, ``skd_no_cl`` with the exact global form instead;
    * ``skd``: SKDModel with L_REC + L_GK + L_CL, as the option file has it; where the file leaves L_CL commented
      out (every shipped file does), with that commented block restored (the paper's L_CL), so that L_CL's cost is
@@ -50,41 +51,41 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def read_options(opt_file, workdir, num_gpu=0, restore_contrast=True):
+def read_options(opt_file, workdir, num_gpu=0, restore_terms=True):
     """The option file's training options, set up for timing one fixed batch on ``num_gpu`` GPUs (0: the CPU).
-    With ``restore_contrast``, a ``contrast_opt`` block the file leaves commented out is restored, so that the
-    ``skd`` case times L_CL; a file with neither is an error then. Training runs pass False: they train the file
-    as it is."""
+    With ``restore_terms``, the ``feature_opt`` and ``contrast_opt`` blocks the file leaves commented out are
+    restored, so that the cases time L_GK and L_CL; a file with neither the section nor its commented block is an
+    error then. Training runs pass False: they train the file as it is."""
     import skd_basicsr  # noqa: F401  (registries, compatibility layer)
     from skd_basicsr.platform.options import parse_options
 
     opt, _ = parse_options(workdir, is_train=True, argv=['-opt', opt_file])
-    if restore_contrast and 'contrast_opt' not in opt['train']:
-        opt['train']['contrast_opt'] = commented_contrast_opt(opt_file)
+    for key in ('feature_opt', 'contrast_opt') if restore_terms else ():
+        if key not in opt['train']:
+            opt['train'][key] = commented_section(opt_file, key)
     opt['num_gpu'] = num_gpu
     opt['train'].pop('progressive', None)  # one fixed patch size here; progressive cropping is not being timed
     opt['logger']['use_tb_logger'] = False
     return opt
 
 
-def commented_contrast_opt(opt_file):
-    """The ``contrast_opt`` block the option file leaves commented out (``  # contrast_opt:`` and its lines, each
+def commented_section(opt_file, key):
+    """The ``train`` section ``key`` the option file leaves commented out (``  # KEY:`` and its lines, each
     ``  #   ``-prefixed, as the shipped files write it), as options; an error if the file has none."""
     import yaml
 
     with open(opt_file, encoding='utf-8') as f:
         lines = f.read().splitlines()
     try:
-        start = next(i for i, line in enumerate(lines) if line.startswith('  # contrast_opt:'))
+        start = next(i for i, line in enumerate(lines) if line.startswith(f'  # {key}:'))
     except StopIteration:
-        raise ValueError(f'{opt_file}: no train.contrast_opt, commented or not; bench_skd times L_CL and needs '
-                         'one.') from None
-    block = ['contrast_opt:' + lines[start][len('  # contrast_opt:'):]]
+        raise ValueError(f'{opt_file}: no train.{key}, commented or not; bench_skd times it and needs one.') from None
+    block = [f'{key}:' + lines[start][len(f'  # {key}:'):]]
     for line in lines[start + 1:]:
         if not line.startswith('  #   '):
             break
         block.append('  ' + line[len('  #   '):])
-    return yaml.safe_load('\n'.join(block))['contrast_opt']
+    return yaml.safe_load('\n'.join(block))[key]
 
 
 def save_random_teacher(opt, workdir):
@@ -308,7 +309,8 @@ def write_report(path, args, opt, batch_shape, medians, all_times, macs, teacher
     what = {'student': 'student alone: forward, L1, backward, AdamW step',
             'floor': 'student iteration + one teacher forward (inference mode)',
             'skd_no_spatial': 'SKDModel, L_REC + L_GK without the spatial MCA branch (direct + channel)',
-            'skd_no_cl': 'SKDModel, L_REC + L_GK (adapters, direct + channel + spatial MCA in the forms of the file)',
+            'skd_no_cl': 'SKDModel, L_REC + L_GK (adapters, direct + channel + spatial MCA in the forms of the file; '
+                         'the file\'s, commented out or not)',
             'skd_exact': 'the same, with the exact global spatial form at every level',
             'skd': 'SKDModel, L_REC + L_GK + L_CL (the file\'s, commented out or not)',
             'cl_passes': "L_CL's extractor: forward on the teacher output + forward and backward on the student's"}

@@ -512,8 +512,8 @@ def section_bf16(dev, cfg, ctx):
         failure = 'non-finite student weights after the last iteration'
     summed = [k for k in logs[0] if not k.startswith('l_gk_')] if logs else []
     lines = [
-        f'{len(logs)} of {cfg["bf16_iters"]} iterations of SKDModel as in the option file (feature form as '
-        f'shipped, L_CL included) with `train.amp: bf16` (bf16 autocast on {dev.device.type}), a new '
+        f'{len(logs)} of {cfg["bf16_iters"]} iterations of SKDModel as in the option file (its commented '
+        f'L_GK and L_CL restored) with `train.amp: bf16` (bf16 autocast on {dev.device.type}), a new '
         f'random batch ({cfg["batch"]}, 3, {cfg["patch"]}, {cfg["patch"]}) each; median '
         f'{statistics.median(seconds) * 1000 if seconds else float("nan"):.1f} ms per iteration '
         '(the first included in the runs, not in a warm-up).', '', '| iteration | ' + ' | '.join(summed) + ' |',
@@ -629,7 +629,7 @@ def train_and_score(opt, dev, workdir, folders, iters):
     path = osp.join(workdir, f'{opt["name"]}.yml')
     with open(path, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
-    opt = bench_skd.read_options(path, workdir, num_gpu=1 if dev.cuda else 0, restore_contrast=False)
+    opt = bench_skd.read_options(path, workdir, num_gpu=1 if dev.cuda else 0, restore_terms=False)
     set_random_seed(opt['manual_seed'])
     dataset_opt = opt['datasets']['train']
     dataset = build_dataset(dataset_opt)

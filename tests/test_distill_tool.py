@@ -16,6 +16,7 @@ import skd_basicsr  # noqa: F401  (compat and registries, before basicsr)
 from basicsr.archs import build_network
 from skd_basicsr.distill import student_search
 from skd_basicsr.distill.feature_pairs import pair_features, probe_shapes
+from skd_basicsr.distill.student_search import keeps_depth
 from skd_basicsr.platform.network_spec import NetworkSpec
 from skd_basicsr.platform.options import yaml_load
 from skd_basicsr.tools.distill import main as distill_main
@@ -121,34 +122,45 @@ def test_the_written_file_trains_its_student_within_the_target_and_validates(fam
 
 
 def test_the_recommended_terms_are_the_studys_best_and_a_dry_run_writes_nothing(tmp_path, capsys):
-    """A student cut in depth (EDSR 4 -> 2 blocks) gets normalised L_GK beside output-L1, as the study's depth regime
-    measured; no L_CL."""
+    """A student cut in depth (EDSR 4 -> 2 blocks) gets output-L1 on the teacher's weights and no SKD term: normalised
+    L_GK did not win for such a student at three times the study's budget (docs/kd_study.md, 5.11); no L_CL."""
     option_file, weights = training_file(tmp_path, 'EDSR')
     assert distill_main(['-opt', option_file, '--teacher', weights, '--params', '0.5', '--dry-run']) == 0
     printed = capsys.readouterr().out
     assert '*' in printed and 'feature pairs (student -> teacher):' in printed
-    assert 'the student starts from the teacher\'s weights: the recommended terms add normalised L_GK' in printed
+    assert 'which the recommended terms leave out for a student cut in depth' in printed
     assert sorted(os.listdir(tmp_path)) == ['data', 'teacher.pth', 'train_teacher.yml']
     out = str(tmp_path / 'SKD.yml')
     assert distill_main(['-opt', option_file, '--teacher', weights, '--params', '0.5', '--out', out]) == 0
     opt = read(out)
     assert opt['network_g']['num_block'] < opt['network_t']['num_block']
-    assert opt['distill']['init_from_teacher'] is True and opt['distill']['features']
+    assert opt['distill'] == {'adapter': 'conv1x1', 'init_from_teacher': True}
     assert opt['train']['output_opt']['type'] == 'L1Loss'
-    feature = opt['train']['feature_opt']
-    assert feature['type'] == 'SKDFeatureLoss'
-    assert (feature['feature_norm'], feature['level_reduction']) == ('teacher_rms', 'mean')
-    assert 'contrast_opt' not in opt['train']
+    assert 'feature_opt' not in opt['train'] and 'contrast_opt' not in opt['train']
 
 
-def test_a_student_cut_in_width_only_gets_normalised_l_gk_too_and_skd_terms_are_the_papers(tmp_path, capsys):
+def test_keeps_depth_tells_a_width_cut_from_a_depth_cut_per_family():
+    restormer = {'type': 'Restormer', 'dim': 16, 'num_blocks': [4, 6, 6, 8], 'num_refinement_blocks': 4}
+    assert keeps_depth(dict(restormer, dim=10), restormer) is True
+    assert keeps_depth(dict(restormer, num_refinement_blocks=2), restormer) is False
+    assert keeps_depth(dict(restormer, num_blocks=[1, 1, 2, 2]), restormer) is False
+    # the architecture's defaults count: [4, 6, 6, 8] and 4 are Restormer's own
+    assert keeps_depth({'type': 'Restormer', 'dim': 24}, {'type': 'Restormer', 'num_blocks': (4, 6, 6, 8)}) is True
+    swinir = {'type': 'SwinIR', 'depths': [6, 6, 6, 6], 'embed_dim': 60}
+    assert keeps_depth(dict(swinir, embed_dim=30), swinir) is True
+    assert keeps_depth(dict(swinir, depths=[6, 6]), swinir) is False
+    assert keeps_depth({'type': 'SRVGGNetCompact'}, restormer) is None  # another family: no depth to compare
+
+
+def test_a_student_cut_in_width_only_gets_normalised_l_gk_and_skd_terms_are_the_papers(tmp_path, capsys):
     """At the learning rate tuned for the student trained alone, normalised L_GK won on the teacher's weights for a
-    width cut too (docs/kd_study.md, 5.7 and 5.8)."""
+    width cut, at both budgets (docs/kd_study.md, 5.7 and 5.8)."""
     option_file, weights = training_file(tmp_path, 'EDSR')
     student_file = write_options(tmp_path / 'student.yml', {'network_g': dict(TEACHERS['EDSR'][0], num_feat=8)})
     out = str(tmp_path / 'SKD.yml')
     assert distill_main(['-opt', option_file, '--teacher', weights, '--student', student_file, '--out', out]) == 0
-    assert 'the recommended terms add normalised L_GK' in capsys.readouterr().out
+    assert 'keeps the teacher\'s depth and starts from its weights: the recommended terms add normalised L_GK' in \
+        capsys.readouterr().out
     opt = read(out)
     assert opt['distill']['init_from_teacher'] is True and opt['distill']['features']
     assert opt['train']['output_opt']['type'] == 'L1Loss'

@@ -107,21 +107,26 @@ def test_windowed_and_exact_options_replace_the_shipped_spatial_forms():
     assert opt['distill']['features'][1]['spatial_window'] == 4  # the option file's own stay as they were
 
 
-def test_bench_skd_times_l_cl_where_the_file_leaves_it_commented(tmp_path):
-    """The shipped files comment L_CL out: `skd` restores that block, so it no longer coincides with `skd_no_cl`."""
+def test_bench_skd_times_l_gk_and_l_cl_where_the_file_leaves_them_commented(tmp_path):
+    """The shipped files comment L_GK and L_CL out: the benchmark restores both blocks, so `skd_no_cl` times L_GK and
+    `skd` no longer coincides with it."""
+    from skd_basicsr.tools.distill import NORMALISED_FEATURE_LOSS
+
     opt = bench_skd.read_options(osp.join(REPO, 'options', 'SKD_SRx4_EDSR.yml'), str(tmp_path))
     cases = bench_skd.case_options(opt)
     assert cases['skd']['train']['contrast_opt'] == {
         'type': 'SKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher', 'positive': 'teacher',
         'layer_weights': {'conv_first': 1.0, 'body.0': 1.0}}
     assert 'contrast_opt' not in cases['skd_no_cl']['train'] and 'contrast_opt' not in cases['student']['train']
-    assert cases['skd']['train']['feature_opt'] == cases['skd_no_cl']['train']['feature_opt']
+    assert cases['skd']['train']['feature_opt'] == cases['skd_no_cl']['train']['feature_opt'] == \
+        NORMALISED_FEATURE_LOSS
+    assert 'feature_opt' not in cases['student']['train']
     plain = tmp_path / 'plain.yml'
     plain.write_text(Path(REPO, 'options', 'SKD_SRx4_EDSR.yml').read_text().replace('  # contrast_opt:', '  #'))
-    with pytest.raises(ValueError, match='plain.yml: no train.contrast_opt, commented or not; bench_skd times L_CL'):
+    with pytest.raises(ValueError, match='plain.yml: no train.contrast_opt, commented or not; bench_skd times it'):
         bench_skd.read_options(str(plain), str(tmp_path))
-    trained = bench_skd.read_options(str(plain), str(tmp_path), restore_contrast=False)  # training runs: as written
-    assert 'contrast_opt' not in trained['train']
+    trained = bench_skd.read_options(str(plain), str(tmp_path), restore_terms=False)  # training runs: as written
+    assert 'contrast_opt' not in trained['train'] and 'feature_opt' not in trained['train']
 
 
 def test_a_failing_section_leaves_the_others_and_exit_status_1(tmp_path):

@@ -2,12 +2,12 @@
 once through `basicsr train`, on stand-ins laid out as datasets/README.md says and sized like the real datasets
 (Rain13K's and BSD400's images smaller than the 384 crop, portrait and landscape; Set5's LR images that are not
 multiples of SwinIR's window; SIDD and GoPro patches), with the networks cut in width, so that every module named in
-distill.features exists as in the file and the students are selected from teachers of the files' depths (the Restormer
-baselines, which name no module, keep one block per level). What the test changes besides the networks is listed in
-`shrunk`: the
-iterations (one per progressive stage), validation at the end only, no loader workers, the teacher's weights (random,
-saved here), dataset_enlarge_ratio (a handful of images must make a step's batches), and two costs a CPU cannot pay
-at the recipes' 384-pixel crops: one micro-batch per step (train.accum_iter 1; what accumulation does is checked in
+distill.features exists as in the file (each SKD file trains again with its commented L_GK restored, on those pairs)
+and the students are selected from teachers of the files' depths (the Restormer baselines, which name no module, keep
+one block per level). What the test changes besides the networks is listed in `shrunk`: the iterations (one per
+progressive stage), validation at the end only, no loader workers, the teacher's weights (random, saved here),
+dataset_enlarge_ratio (a handful of images must make a step's batches), and two costs a CPU cannot pay at the
+recipes' 384-pixel crops: one micro-batch per step (train.accum_iter 1; what accumulation does is checked in
 test_accumulation.py) and the spatial MCA in 8 x 8 windows at every level (the exact global form at 192 x 192 is
 attention over 36864 tokens; test_mca_forms.py checks the forms against each other)."""
 import glob
@@ -103,10 +103,24 @@ def root(tmp_path_factory):
     return top
 
 
-def shrunk(path, root):
-    """The option file as plain data, cut in width and in length for the check (see the module doc)."""
+def with_l_gk(text):
+    """The option file's text with its commented ``feature_opt`` block (L_GK) restored, as its header tells."""
+    lines = text.split('\n')
+    start = lines.index(next(line for line in lines if line.startswith('  # feature_opt:')))
+    lines[start] = '  ' + lines[start][len('  # '):]
+    for i in range(start + 1, len(lines)):
+        if not lines[i].startswith('  #   '):
+            break
+        lines[i] = '    ' + lines[i][len('  #   '):]
+    return '\n'.join(lines)
+
+
+def shrunk(path, root, restore_l_gk=False):
+    """The option file as plain data, cut in width and in length for the check (see the module doc); with
+    ``restore_l_gk``, with the L_GK block the file leaves commented restored."""
     with open(path) as f:
-        opt = json.loads(json.dumps(yaml_load(f.read(), source=path)))
+        text = f.read()
+    opt = json.loads(json.dumps(yaml_load(with_l_gk(text) if restore_l_gk else text, source=path)))
     arch = opt['network_g']['type']
     for key, widths in WIDTHS[arch].items():
         for net, width in zip(('network_t', 'network_g'), widths):
@@ -153,11 +167,28 @@ def test_option_file_trains_every_stage_and_validates_on_real_sizes(path, root, 
     if opt['model_type'] == 'SKDModel':
         assert f'Teacher (network_t) on {val}' in log
         assert 'distill.init_from_teacher: network_g initialised from network_t' in log
-        # every term the file trains is logged, and only those (the shipped files leave L_CL out)
+        # every term the file trains is logged, and only those (the shipped files leave L_GK and L_CL out, and
+        # their feature pairs, kept for L_GK's commented block, are not tapped)
         terms = {'l_kd:': 'output_opt', 'l_gk:': 'feature_opt', 'l_cl:': 'contrast_opt'}
-        assert 'l_pix:' in log and 'l_kd:' in log and 'l_gk:' in log
+        assert 'l_pix:' in log and 'l_kd:' in log
+        if opt.get('distill', {}).get('features') and 'feature_opt' not in opt['train']:
+            assert 'pair(s) unused, train.feature_opt (L_GK) is not set' in log
         for name, section in terms.items():
             assert (name in log) == (section in opt['train'])
     exported = safe_torch_load(str(root / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth'))
     # BasicSR's model-zoo keys: with EMA (the SR recipes) both, else the trained weights alone
     assert sorted(exported) == (['params', 'params_ema'] if opt['train'].get('ema_decay', 0) > 0 else ['params'])
+
+
+@pytest.mark.parametrize('path', [p for p in OPTION_FILES if osp.basename(p).startswith('SKD_')],
+                         ids=lambda p: osp.basename(p))
+def test_the_commented_l_gk_of_each_skd_file_trains_on_its_pairs(path, root, monkeypatch):
+    """The shipped files leave L_GK commented (docs/kd_study.md, 5.11); uncommented, as the header says, it trains on
+    every pair of distill.features at the real sizes, with the file's spatial forms."""
+    opt, stages = shrunk(path, root, restore_l_gk=True)
+    assert opt['train']['feature_opt']['feature_norm'] == 'teacher_rms'
+    opt['name'] += '_l_gk'
+    status, log = train_here(write_options(root / f'{opt["name"]}.yml', opt), root, monkeypatch)
+    assert status == 0, log[-4000:]
+    assert f'iter:{stages:8d}' in log and 'End of training' in log
+    assert 'l_gk:' in log and 'l_kd:' in log and 'l_cl:' not in log and 'pair(s) unused' not in log

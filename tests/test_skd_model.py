@@ -267,6 +267,23 @@ def test_output_distillation_baseline(tmp_path):
     assert nonzero(student) and adapters == [] and all(g is None for g in teacher)
 
 
+def test_feature_pairs_without_l_gk_are_neither_tapped_nor_adapted(tmp_path):
+    """The shipped files keep distill.features for their commented L_GK block: without feature_opt the pairs cost
+    nothing, and the log says they are unused."""
+    opt = make_opt(tmp_path)
+    del opt['train']['feature_opt'], opt['train']['contrast_opt']
+    opt['train']['output_opt'] = {'type': 'L1Loss', 'loss_weight': 1.0}
+    assert len(opt['distill']['features']) == 3  # student dim 8, teacher dim 16: each pair would get an adapter
+    with basicsr_log() as records:
+        model = build_model(opt)
+    assert any('distill.features: 3 pair(s) unused, train.feature_opt (L_GK) is not set' in r for r in records)
+    assert model.pairs == [] and not list(model.adapters.parameters())
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    assert list(model.get_current_log()) == ['l_pix', 'l_kd']
+    assert model.taps_s.features == {} and model.taps_t.features == {}
+
+
 @pytest.mark.parametrize('loss_type', ['MSELoss', 'CharbonnierLoss'])
 def test_output_distillation_with_a_loss_that_saves_its_target(tmp_path, loss_type):
     # MSELoss's backward keeps the target: a teacher output made under inference mode cannot be saved for it

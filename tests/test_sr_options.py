@@ -12,6 +12,7 @@ import skd_basicsr  # noqa: F401
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from skd_basicsr.platform.errors import OptionError
 from skd_basicsr.platform.options import yaml_load
+from skd_basicsr.tools.distill import NORMALISED_FEATURE_LOSS
 
 from helpers import run_cli, save_teacher, write_images, write_options
 
@@ -87,7 +88,9 @@ def cross_family(data):
     opt['distill']['features'] = [{'student': 'body.7', 'teacher': 'layers.2.conv'},
                                   {'student': 'body.15', 'teacher': 'layers.5.conv'},
                                   {'student': 'conv_after_body', 'teacher': 'conv_after_body'}]
-    # the paper's L_CL, which the files leave commented, in the teacher's first convolution as the SwinIR file has it
+    # L_GK and the paper's L_CL, which the files leave commented: L_GK in its normalised form, as the EDSR file's
+    # block has it, L_CL in the teacher's first convolution as the SwinIR file has it
+    opt['train']['feature_opt'] = dict(NORMALISED_FEATURE_LOSS)
     opt['train']['contrast_opt'] = {'type': 'SKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher',
                                     'positive': 'teacher', 'layer_weights': {'conv_first': 1.0}}
     opt['distill']['init_from_teacher'] = False  # weight selection refuses another family

@@ -100,6 +100,12 @@ class SKDModel(SRModel):
         elif self.distill_opt['student_init'] != 'default':
             self.init_student_at_random()
         self.pairs = self.distill_opt['features']
+        if self.pairs and not self.opt['train'].get('feature_opt'):
+            # the pairs are L_GK's alone: without it they are neither tapped nor adapted (the shipped files keep
+            # them for the commented feature_opt block)
+            get_root_logger().info(f'distill.features: {len(self.pairs)} pair(s) unused, train.feature_opt (L_GK) '
+                                   'is not set.')
+            self.pairs = []
         self.taps_s = FeatureTaps(self.get_bare_model(self.net_g), [p['student'] for p in self.pairs], 'network_g')
 
         train_opt = self.opt['train']

@@ -23,6 +23,9 @@ WIDTHS = (1, 7 / 8, 3 / 4, 5 / 8, 1 / 2, 3 / 8, 1 / 4)
 DEPTHS = (1, 3 / 4, 1 / 2, 1 / 4)
 TARGETS = ('params', 'macs', 'latency')
 SPACES = {}
+# the options that set a family's depth (blocks per stage); the rest of a cut is width
+DEPTH_KEYS = {'Restormer': ('num_blocks', 'num_refinement_blocks'), 'EDSR': ('num_block',),
+              'RRDBNet': ('num_block',), 'SwinIR': ('depths',)}
 
 
 def register_space(family):
@@ -35,6 +38,20 @@ def register_space(family):
         return fn
 
     return register
+
+
+def keeps_depth(student, teacher):
+    """Whether the student has the teacher's depth (a cut in width only): True or False for two networks of one
+    family in :data:`DEPTH_KEYS`, None otherwise (the depth of other families is not known here)."""
+    family = teacher.get('type')
+    if student.get('type') != family or family not in DEPTH_KEYS:
+        return None
+    s, t = _defaults(student), _defaults(teacher)
+    return all(_as_list(s.get(key)) == _as_list(t.get(key)) for key in DEPTH_KEYS[family])
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _scaled(value, factor, multiple=1):

@@ -10,12 +10,14 @@ training file (datasets, schedule, validation, logging) and runs as it is with `
 ``--terms`` chooses what the student learns beside L1 to the ground truth:
 
 * ``recommended`` (default): the distillation study's best setting for the kind of student (docs/kd_study.md,
-  section 5): the teacher's weights where weight selection maps the pair, plus L1 to the teacher's output, plus L_GK
-  in its normalised form on the feature pairs (alpha2 0.1), as in the shipped Restormer files. At the learning rate
-  tuned for the student trained alone, that L_GK won on the teacher's weights for a Restormer cut in depth (+0.12 ±
-  0.05 dB) and for one cut in width only (+0.07 ± 0.02 dB, and again at three times the budget). A student of another
-  family, which cannot start from the teacher's weights, gets output-L1 alone: for a CNN from a Restormer teacher,
-  L_GK beside output-L1 led within its spread at the study's budget and did not win at three times it;
+  section 5 and its conclusion): the teacher's weights where weight selection maps the pair, plus L1 to the teacher's
+  output, and, for a student that keeps the teacher's depth (cut in width only), L_GK in its normalised form on the
+  feature pairs (alpha2 0.1). At the learning rate tuned for the student trained alone, that L_GK won on the teacher's
+  weights for a Restormer cut in width only (+0.07 ± 0.02 dB, and +0.10 ± 0.04 dB at three times the budget); for one
+  cut in depth it won at the study's budget (+0.12 ± 0.05 dB) but not at three times it (+0.04 ± 0.03 dB, 6 seeds),
+  so a student cut in depth, as every shipped file cuts its own, gets output-L1 alone. A student of another family,
+  which cannot start from the teacher's weights, gets output-L1 alone too: for a CNN from a Restormer teacher, L_GK
+  beside output-L1 led within its spread at the study's budget and did not win at three times it;
 * ``skd``: the same start and output L1, plus L_GK as the paper sums it and L_CL;
 * ``paper``: the paper's form: L_GK and L_CL, a random start, no output L1.
 
@@ -126,21 +128,37 @@ def same_family(student_opt, teacher_opt):
     return student_opt['type'] == teacher_opt['type']
 
 
-def out_terms(terms, init):
+def out_terms(terms, init, width_only):
     """The train sections the file gets beside the user's: output_opt, feature_opt, contrast_opt (``init``: the
-    student starts from the teacher's weights)."""
+    student starts from the teacher's weights; ``width_only``: it keeps the teacher's depth,
+    :func:`skd_basicsr.distill.student_search.keeps_depth`)."""
     sections = [] if terms == 'paper' else ['output_opt']
-    if terms in ('skd', 'paper') or init:
+    if terms in ('skd', 'paper') or (init and width_only):
         sections.append('feature_opt')
     if terms in ('skd', 'paper'):
         sections.append('contrast_opt')
     return sections
 
 
+def recommended_note(init, width_only):
+    """The line that says why the recommended terms include L_GK or not, for the printed summary and the header."""
+    if not init:
+        return ('(the pairs are for L_GK, which the recommended terms leave out for a student that cannot start from '
+                'the teacher\'s weights: --terms skd adds it)')
+    if not width_only:
+        return ('(the pairs are for L_GK, which the recommended terms leave out for a student cut in depth: on the '
+                'teacher\'s weights it did not win over output-L1 alone at three times the study\'s budget, '
+                'docs/kd_study.md; --terms skd adds it)')
+    return ('(the student keeps the teacher\'s depth and starts from its weights: the recommended terms add '
+            'normalised L_GK, which won for such a student in the study, docs/kd_study.md)')
+
+
 def skd_options(opt, teacher_opt, student_opt, weights, param_key, pairs, init, terms, full_size):
     """The SKD option dict: ``opt`` with the student, the teacher and the distillation terms, in BasicSR's order
     (the teacher after the student, distill after path)."""
-    sections = out_terms(terms, init)
+    from skd_basicsr.distill.student_search import keeps_depth
+
+    sections = out_terms(terms, init, keeps_depth(student_opt, teacher_opt))
     feature = 'feature_opt' in sections
     out = {}
     for key, value in copy.deepcopy(opt).items():
@@ -195,7 +213,7 @@ def run(args):
     import skd_basicsr  # noqa: F401  (registries)
     from skd_basicsr.deploy.network_io import network_from_file
     from skd_basicsr.distill.feature_pairs import pair_features
-    from skd_basicsr.distill.student_search import Candidate
+    from skd_basicsr.distill.student_search import Candidate, keeps_depth
     from skd_basicsr.platform.cost import count_params
     from skd_basicsr.platform.network_spec import NetworkSpec
     from skd_basicsr.platform.options import ordered_yaml, read_option_file
@@ -244,12 +262,8 @@ def run(args):
     if not same_family(student_opt, teacher_opt):
         start += ', its convolutions Kaiming-initialised (distill.student_init: kaiming, the start the study measured)'
     lines.append(f'start: {start} ({why}); terms: {args.terms}')
-    if 'feature_opt' not in out_terms(args.terms, init):
-        lines.append('(the pairs are for L_GK, which the recommended terms leave out for a student that cannot start '
-                     'from the teacher\'s weights: --terms skd adds it)')
-    elif args.terms == 'recommended':
-        lines.append('(the student starts from the teacher\'s weights: the recommended terms add normalised L_GK, '
-                     'which won there in the study, docs/kd_study.md)')
+    if args.terms == 'recommended':
+        lines.append(recommended_note(init, keeps_depth(student_opt, teacher_opt)))
     print('\n'.join(lines))
     if args.dry_run:
         return 0
