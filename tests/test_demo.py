@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
+import yaml
 
 import skd_basicsr  # noqa: F401
 from basicsr.archs import build_network
@@ -78,3 +79,49 @@ def test_demo_trains_the_width_regimes_recommendation():
     assert opt['distill']['init_from_teacher'] is True
     assert len(opt['distill']['features']) == 8
     assert [f.get('spatial_window') for f in opt['distill']['features']] == [8, None, None, None, None, None, 8, 8]
+
+
+def test_cross_family_demo_starts_every_student_from_one_kaiming_start(tmp_path):
+    """`basicsr demo --regime cross_family`: the study's cross-family student (BasicSR's own SRVGGNetCompact, not the
+    study's class), its rate and its recommendation (docs/kd_study.json), every student from the same saved
+    Kaiming start, and L_GK on the layers `basicsr distill` pairs."""
+    from benchmarks.study.regimes import CNN_LAYERS as STUDY_LAYERS
+    from benchmarks.study.regimes import REGIMES
+    from skd_basicsr.distill.feature_pairs import pair_features
+    from skd_basicsr.tools.demo import DEMO_REGIMES, DEMO_VARIANTS
+
+    regime = DEMO_REGIMES['cross_family']
+    cross = json.loads((REPO / 'docs' / 'kd_study.json').read_text())['cross_family']
+    assert regime.students['skd'] == cross['recommended']['variant'] == 'output_kd'
+    assert regime.pair.lr == cross['lr'] == REGIMES['cross_family'].pair.lr
+    assert dict(regime.pair.student, type='StudySRVGGNetCompact') == cross['student']
+    assert regime.pair.student_layers == STUDY_LAYERS
+    student, teacher = build_network(dict(regime.pair.student)), build_network(dict(regime.pair.teacher))
+    found = pair_features(student, teacher, torch.zeros(1, 3, 32, 32))
+    last = {f'{level}.{len(getattr(teacher, level)) - 1}': level for level in regime.pair.student_layers}
+    assert {last[p['teacher']]: p['student'] for p in found} == regime.pair.student_layers  # a level ends its last block
+
+    proc = run_cli(['demo', '--regime', 'cross_family', '--quick', '--out', 'out'], cwd=tmp_path,
+                   env={'OMP_NUM_THREADS': '2'})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '[demo] stage 3/5: recommended student (output_kd), 10 iterations at lr 0.0005' in proc.stdout
+    out = tmp_path / 'out'
+    results = json.loads((out / 'results.json').read_text())
+    assert results['run']['regime'] == 'cross_family' and results['run']['start'] == 'kaiming'
+    start = torch.load(out / 'student_start.pth', weights_only=True)['params']
+    # distill.student_init: kaiming: the last convolution scaled by 0.1 against the one before it
+    assert start['body.26.weight'].std() < 0.2 * start['body.24.weight'].std()
+    for key, variant in regime.students.items():
+        opt = yaml.safe_load((out / 'options' / f'demo_cross_family_student_{key}.yml').read_text())
+        assert opt['path']['pretrain_network_g'] == str(out / 'student_start.pth'), key
+        assert not (opt.get('distill') or {}).get('init_from_teacher'), key
+        trained = torch.load(out / results[key]['weights'], weights_only=True)['params']
+        assert not torch.equal(trained['body.0.weight'], start['body.0.weight']), key  # trained from the start
+        assert results[key]['network'] == regime.pair.student and results[key]['variant'] == variant
+        log = next((out / 'experiments' / f'demo_cross_family_student_{key}').glob('train_*.log')).read_text()
+        assert ('l_gk' in log) == ('feature_opt' in DEMO_VARIANTS[variant].train), key
+    assert [p['student'] for p in opt['distill']['features']] == ['body.6', 'body.19', 'body.25']  # skd_paper
+    table = (out / 'results.md').read_text()
+    for row in ('| recommended |', '| L_GK + output-KD |', '| SKD (paper) |'):
+        assert row in table
+    assert 'every student from the same Kaiming-initialised weights' in table

@@ -9,6 +9,11 @@ study's best for this student, docs/kd_study.json) and with the paper's form of 
 All six networks are scored on the held-out photos. Each stage is an ordinary option file (written to OUT/options)
 run by ``train_pipeline``; the distillation study (``benchmarks/kd_study.py``, its variants in
 ``benchmarks/study/variants.py``) trains these and more on paired seeds.
+
+``--regime cross_family`` runs the study's cross-family regime instead (:data:`DEMO_REGIMES`): a plain CNN of
+another family (BasicSR's ``SRVGGNetCompact``, 0.385x the teacher's parameters), which cannot start from the
+teacher's weights, trained from one Kaiming-initialised start alone, with its recommended setting (output-L1), with
+SKD's best form of L_GK beside output-L1 and with the paper's form.
 """
 import json
 import os
@@ -84,6 +89,32 @@ LABELS = {'teacher': 'teacher', 'scratch': 'scratch', 'scratch_init': 'scratch, 
 # 29.44 dB trained alone at 5e-4, 1e-3, 2e-3, 4e-3 and 8e-3); the teacher keeps the 1e-3 it was trained with
 DEMO_PAIR = Pair(STUDENT, TEACHER, lr=4e-3)
 
+# The cross-family student: BasicSR's SRVGGNetCompact (the Real-ESRGAN compact network) at upscale 1, 64 features and
+# 12 convolutions, 0.385x the teacher's parameters; its full-resolution layers paired with the teacher's
+# full-resolution levels as `basicsr distill` pairs them (pair_features), at lr 5e-4, the best of its own sweep
+# (docs/kd_study.md 5.1: 29.25, 29.61 and 29.51 dB trained alone at 2e-4, 5e-4 and 1e-3)
+CNN_STUDENT = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_conv': 12,
+               'upscale': 1, 'act_type': 'prelu'}
+CNN_LAYERS = {'encoder_level1': 'body.6', 'decoder_level1': 'body.19', 'refinement': 'body.25'}
+CROSS_PAIR = Pair(CNN_STUDENT, TEACHER, CNN_LAYERS, lr=5e-4)
+DEMO_VARIANTS['gkn_kd'] = Variant('normalised L_GK (teacher RMS, mean over levels and branches; windows), alpha2 = 0.1 '
+                                  '+ L1 to the teacher output', dict(OUTPUT_KD, feature_opt=NORMALISED_FEATURE_LOSS),
+                                  'window', True)
+# A regime of the demo: what it is, its networks (Pair), how every student starts ('teacher': the `_init` variants
+# from the teacher's selected weights, the others at random; 'kaiming': every student from one Kaiming-initialised
+# start, distill.student_init's, saved once), the students it trains (results key -> variant) and their labels.
+# `skd` is the regime's recommendation in docs/kd_study.json: for the CNN, output-L1 (normalised L_GK beside it led
+# within its spread at 600 iterations, +0.08 +- 0.10 dB, and did not win at 1800, docs/kd_study.md 5.4-5.5).
+DemoRegime = namedtuple('DemoRegime', 'what pair start students labels')
+DEMO_REGIMES = {
+    'width': DemoRegime('the 0.40x Restormer student, cut in width', DEMO_PAIR, 'teacher', STUDENTS, LABELS),
+    'cross_family': DemoRegime(
+        'the 0.385x SRVGGNetCompact student, another family', CROSS_PAIR, 'kaiming',
+        {'scratch': 'scratch', 'skd': 'output_kd', 'gkn_kd': 'gkn_kd', 'skd_paper': 'skd_paper'},
+        {'teacher': 'teacher', 'scratch': 'scratch', 'skd': 'recommended', 'gkn_kd': 'L_GK + output-KD',
+         'skd_paper': 'SKD (paper)'}),
+}
+
 
 def write_photos(out):
     """Write the scikit-image photos as PNGs: out/data/train and out/data/val (held out, never trained on)."""
@@ -138,7 +169,8 @@ def teacher_options(folders, iters, network=TEACHER, name='demo_teacher'):
     return opt
 
 
-def student_options(variant, name, folders, budget, teacher_weights, init_weights=None, seed=0, pair=DEMO_PAIR):
+def student_options(variant, name, folders, budget, teacher_weights, init_weights=None, seed=0, pair=DEMO_PAIR,
+                    start_weights=None):
     """The option dict of one student run of ``variant`` (a :class:`Variant`, e.g. ``DEMO_VARIANTS['skd_paper']``).
 
     Args:
@@ -151,10 +183,15 @@ def student_options(variant, name, folders, budget, teacher_weights, init_weight
             variants. Default: None.
         seed (int): ``manual_seed``: the student's random initialisation, the batches and the noise. Default: 0.
         pair (Pair): The student, the teacher, their feature pairs and the learning rate. Default: the demo's.
+        start_weights (str | None): Where every variant not started from the teacher starts (the cross-family
+            regime's Kaiming start, :func:`kaiming_student`); None: BasicSR builds it at random. Default: None.
     """
     opt = stage_options(name, folders, budget, pair.student, seed=seed, lr=pair.lr)
+    if not variant.init:
+        opt['path']['pretrain_network_g'] = start_weights
     if not variant.skd:
-        opt['path']['pretrain_network_g'] = init_weights if variant.init else None
+        if variant.init:
+            opt['path']['pretrain_network_g'] = init_weights
         return opt
     opt['model_type'] = variant.model
     opt['network_t'] = deepcopy(pair.teacher)
@@ -191,6 +228,25 @@ def shrink_student(out, teacher_weights, student=STUDENT):
     release_logger()  # building the student set BasicSR's logger up without a file; the next stage needs its own
     if status != 0:
         raise RuntimeError(f'basicsr shrink of the demo student from {teacher_weights} failed (see above).')
+    return path
+
+
+def kaiming_student(out, network, seed=0):
+    """``network`` initialised as ``distill.student_init: kaiming`` initialises a student (Kaiming-normal convolutions,
+    the last x0.1; :func:`skd_basicsr.distill.student_init.kaiming_start`) from ``seed``, saved once as
+    ``out/student_start.pth``: the one start of every student of the cross-family regime."""
+    import torch
+    from basicsr.archs import build_network
+
+    from skd_basicsr.distill.student_init import kaiming_start
+
+    path = osp.join(out, 'student_start.pth')
+    if not osp.isfile(path):
+        torch.manual_seed(seed)
+        net = build_network(deepcopy(network))
+        release_logger()  # building it set BasicSR's logger up without a file; the first stage needs its own
+        kaiming_start(net)
+        torch.save({'params': net.state_dict()}, path)
     return path
 
 
@@ -290,11 +346,11 @@ def summarise(per_image):
             'ssim': round(float(np.mean([v['ssim'] for v in per_image.values()])), 4), 'per_image': per_image}
 
 
-def comparison_figure(path, noisy, clean, outputs, crop=128, zoom=2):
+def comparison_figure(path, noisy, clean, outputs, crop=128, zoom=2, regime=DEMO_REGIMES['width']):
     """Crops of the noisy input, the teacher, every student and the clean photo side by side, labelled."""
     h, w = clean.shape[:2]
     top, left = (h - crop) // 2, (w - crop) // 2
-    panels = [('noisy', noisy)] + [(LABELS[k], outputs[k]) for k in ('teacher', ) + tuple(STUDENTS)]
+    panels = [('noisy', noisy)] + [(regime.labels[k], outputs[k]) for k in ('teacher', ) + tuple(regime.students)]
     tiles = []
     for label, img in panels + [('clean', clean)]:
         tile = cv2.resize(img[top:top + crop, left:left + crop], None, fx=zoom, fy=zoom,
@@ -305,27 +361,32 @@ def comparison_figure(path, noisy, clean, outputs, crop=128, zoom=2):
     cv2.imwrite(path, np.concatenate(tiles, axis=1))
 
 
-def results_table(results, noisy_input_psnr, budget):
+def results_table(results, noisy_input_psnr, budget, regime=DEMO_REGIMES['width']):
+    students, labels = regime.students, regime.labels
     lines = ['| model | PSNR (dB) | SSIM | params | MACs (G) | latency (ms) | training (min) |',
              '| --- | ---: | ---: | ---: | ---: | ---: | ---: |', f'| noisy input | {noisy_input_psnr:.2f} | | | | | |']
-    for key in ('teacher', ) + tuple(STUDENTS):
+    for key in ('teacher', ) + tuple(students):
         r = results[key]
         minutes = f'{r["minutes"]:.1f}' if 'minutes' in r else ''
-        lines.append(f'| {LABELS[key]} | {r["psnr"]:.2f} | {r["ssim"]:.4f} | {r["params"]:,} | '
+        lines.append(f'| {labels[key]} | {r["psnr"]:.2f} | {r["ssim"]:.4f} | {r["params"]:,} | '
                      f'{r["macs"] / 1e9:.3f} | {r["latency_ms"]:.1f} | {minutes} |')
     t, s = results['teacher']['psnr'], results['scratch']['psnr']
     gap = t - s
-    closed = {key: (results[key]['psnr'] - s) / gap if gap > 0 else float('nan') for key in STUDENTS}
+    closed = {key: (results[key]['psnr'] - s) / gap if gap > 0 else float('nan') for key in students}
     run = results['run']
+    start = ('the `_init` students from the teacher\'s selected weights, the others at random' if regime.start ==
+             'teacher' else 'every student from the same Kaiming-initialised weights (distill.student_init: kaiming)')
     lines += ['', f'Held-out photos: {", ".join(HELD_OUT_PHOTOS)} (scikit-image), Gaussian noise sigma {SIGMA}, fixed '
               'per image; PSNR/SSIM on RGB, no border crop.',
               f'Teacher: {run["teacher"]}. Each student {budget["student_iter"]} iterations from the same seed at lr '
               f'{run["lr"]:g} (AdamW, cosine to 1/100), patches {budget["gt_size"]}, batch {budget["batch"]}; '
               f'{run["minutes"]:.1f} min in all.',
-              f'Recommended (key skd) is `{STUDENTS["skd"]}`: {DEMO_VARIANTS[STUDENTS["skd"]].what}. SKD (paper): '
-              f'{DEMO_VARIANTS["skd_paper"].what}.',
+              f'Student: {regime.what}; start: {start}.',
+              f'Recommended (key skd) is `{students["skd"]}`: {DEMO_VARIANTS[students["skd"]].what}. ' + ' '.join(
+                  f'{labels[key]}: {DEMO_VARIANTS[variant].what}.' for key, variant in students.items()
+                  if key not in ('scratch', 'scratch_init', 'skd', 'output_kd')),
               f'Teacher - scratch gap: {gap:.2f} dB; closed by ' + ', '.join(
-                  f'{LABELS[key]} {closed[key]:.0%}' for key in STUDENTS if key != 'scratch') + '.',
+                  f'{labels[key]} {closed[key]:.0%}' for key in students if key != 'scratch') + '.',
               'MACs: thop at 256x256 (convolutions; attention matmuls not counted); latency: median CPU forward.']
     return '\n'.join(lines) + '\n'
 
@@ -336,7 +397,10 @@ def build_parser():
     parser.add_argument('--train-teacher', action='store_true',
                         help=f'train the teacher ({BUDGETS["full"]["teacher_iter"]} iterations, about 40 min on 2 '
                         'cores; 20 with --quick) instead of loading the one shipped with the package')
-    parser.add_argument('--out', default='demo_out', help='output folder. Default: demo_out')
+    parser.add_argument('--regime', choices=tuple(DEMO_REGIMES), default='width',
+                        help='width: the 0.40x Restormer student (default); cross_family: a 0.385x CNN of another '
+                        'family (SRVGGNetCompact), which cannot start from the teacher\'s weights')
+    parser.add_argument('--out', help='output folder. Default: demo_out (demo_out_cross_family for that regime)')
     return parser
 
 
@@ -355,11 +419,12 @@ def run(args):
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     budget = dict(BUDGETS['quick' if args.quick else 'full'])
-    out = osp.abspath(args.out)
+    regime = DEMO_REGIMES[args.regime]
+    out = osp.abspath(args.out or ('demo_out' if args.regime == 'width' else f'demo_out_{args.regime}'))
     os.makedirs(out, exist_ok=True)
     start = time.time()
     folders = write_photos(out)
-    stages = len(STUDENTS) + 1
+    stages = len(regime.students) + 1
 
     def stage(i, text):
         print(f'[demo] stage {i}/{stages}: {text} ({(time.time() - start) / 60:.1f} min so far)', flush=True)
@@ -375,41 +440,47 @@ def run(args):
         stage(1, f'teacher {TEACHER["dim"]}-channel Restormer, shipped weights {TEACHER_WEIGHTS}')
         weights = {'teacher': TEACHER_WEIGHTS}
         teacher_note = f'shipped with the package ({BUDGETS["full"]["teacher_iter"]} iterations, docs/demo/teacher)'
-    init_weights = shrink_student(out, weights['teacher'])
+    pair, students = regime.pair, regime.students
+    if regime.start == 'teacher':
+        init_weights, start_weights = shrink_student(out, weights['teacher'], pair.student), None
+    else:
+        init_weights, start_weights = None, kaiming_student(out, pair.student)
+    prefix = 'demo_student' if args.regime == 'width' else f'demo_{args.regime}_student'
     minutes = {}
     student_budget = dict(budget, iter=budget['student_iter'])
-    for i, (key, variant) in enumerate(STUDENTS.items(), start=2):
-        stage(i, f'{LABELS[key]} student ({variant}), {budget["student_iter"]} iterations at lr {DEMO_PAIR.lr:g}')
+    for i, (key, variant) in enumerate(students.items(), start=2):
+        stage(i, f'{regime.labels[key]} student ({variant}), {budget["student_iter"]} iterations at lr {pair.lr:g}')
         began = time.time()
-        opt = student_options(DEMO_VARIANTS[variant], f'demo_student_{key}', folders, student_budget,
-                              weights['teacher'], init_weights)
+        opt = student_options(DEMO_VARIANTS[variant], f'{prefix}_{key}', folders, student_budget,
+                              weights['teacher'], init_weights, pair=pair, start_weights=start_weights)
         weights[key] = run_stage(opt, out)
         minutes[key] = round((time.time() - began) / 60, 2)
 
     print('[demo] evaluating on the held-out photos', flush=True)
     results, outputs = {}, {}
-    for key in ('teacher', ) + tuple(STUDENTS):
-        network = TEACHER if key == 'teacher' else STUDENT
+    for key in ('teacher', ) + tuple(students):
+        network = TEACHER if key == 'teacher' else pair.student
         per_image, outputs[key] = evaluate(network, weights[key], folders)
         cost = measure(network, (256, 256), 3)
         results[key] = dict(summarise(per_image), params=cost['params'], macs=cost['macs'],
                             latency_ms=cost['latency_ms'], network=network,
                             weights=osp.relpath(weights[key], out))
-        if key in STUDENTS:
-            results[key].update(variant=STUDENTS[key], minutes=minutes[key])
+        if key in students:
+            results[key].update(variant=students[key], minutes=minutes[key])
     noisy = held_out_pairs(folders)
     noisy_input_psnr = noisy_psnr(noisy)
     results['noisy_input'] = {'psnr': round(noisy_input_psnr, 3)}
 
     first = HELD_OUT_PHOTOS[0]
     comparison_figure(osp.join(out, 'comparison.png'), noisy[first][0], noisy[first][1],
-                      {k: v[first] for k, v in outputs.items()})
-    results['run'] = {'budget': budget, 'lr': DEMO_PAIR.lr, 'minutes': round((time.time() - start) / 60, 2),
+                      {k: v[first] for k, v in outputs.items()}, regime=regime)
+    results['run'] = {'regime': args.regime, 'start': regime.start, 'budget': budget, 'lr': pair.lr,
+                      'minutes': round((time.time() - start) / 60, 2),
                       'sigma': SIGMA, 'held_out': HELD_OUT_PHOTOS, 'train': TRAIN_PHOTOS, 'quick': args.quick,
                       'teacher': teacher_note}
     with open(osp.join(out, 'results.json'), 'w') as f:
         json.dump(results, f, indent=2)
-    table = results_table(results, noisy_input_psnr, budget)
+    table = results_table(results, noisy_input_psnr, budget, regime)
     with open(osp.join(out, 'results.md'), 'w') as f:
         f.write(table)
     print(table)
