@@ -98,8 +98,9 @@ def test_cross_family_demo_starts_every_student_from_one_kaiming_start(tmp_path)
     assert regime.pair.student_layers == STUDY_LAYERS
     student, teacher = build_network(dict(regime.pair.student)), build_network(dict(regime.pair.teacher))
     found = pair_features(student, teacher, torch.zeros(1, 3, 32, 32))
+    # a teacher level's output is that of its last block
     last = {f'{level}.{len(getattr(teacher, level)) - 1}': level for level in regime.pair.student_layers}
-    assert {last[p['teacher']]: p['student'] for p in found} == regime.pair.student_layers  # a level ends its last block
+    assert {last[p['teacher']]: p['student'] for p in found} == regime.pair.student_layers
 
     proc = run_cli(['demo', '--regime', 'cross_family', '--quick', '--out', 'out'], cwd=tmp_path,
                    env={'OMP_NUM_THREADS': '2'})
