@@ -1,7 +1,5 @@
 """StudySKDModel: SKDModel with the study's candidates (issue 10) that the product does not take.
 
-* ``train.distill_schedule`` (:mod:`benchmarks.study.distill_schedule`): a factor on alpha2 and alpha3 over the
-  iterations, logged as ``distill_scale``;
 * L_CL's restored negatives (``contrast_opt.type: StudySKDContrastiveLoss``, ``negatives``): ``lagged``, the output
   of a lagging average of the student, kept here with decay ``contrast_opt.lag_decay`` and saved in the training
   states (a resumed run goes on with it); ``batch``, the teacher's output for another image of the batch.
@@ -14,21 +12,12 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from skd_basicsr.distill.skd_model import SKDModel
 from skd_basicsr.platform.errors import OptionError
 
-from benchmarks.study.distill_schedule import DistillSchedule
-
 
 @MODEL_REGISTRY.register()
 class StudySKDModel(SKDModel):
-    """:class:`SKDModel` with ``train.distill_schedule`` and the ``lagged`` and ``batch`` negatives of L_CL."""
-
-    study_train_options = ()
+    """:class:`SKDModel` with the ``lagged`` and ``batch`` negatives of L_CL."""
 
     def init_training_settings(self):
-        train_opt = self.opt['train']
-        self.distill_schedule = DistillSchedule.from_options(train_opt.get('distill_schedule'))
-        if not self.distill_schedule.constant and not (train_opt.get('feature_opt') or train_opt.get('contrast_opt')):
-            raise OptionError('train.distill_schedule scales feature_opt and contrast_opt, but neither is set; remove '
-                              'the schedule or add a distillation term.')
         super().init_training_settings()
         self.check_batch_negative()
         self.net_lag = self.build_lagged_student()
@@ -77,15 +66,6 @@ class StudySKDModel(SKDModel):
             lagged.lerp_(current.detach(), 1 - decay)
         for lagged, current in zip(self.net_lag.buffers(), net_g.buffers()):
             lagged.copy_(current)
-
-    def distill_scale(self, current_iter):
-        return self.distill_schedule(current_iter)
-
-    def loss_terms(self, feats_s, feats_t, contrast=None, scale=1.0):
-        terms = super().loss_terms(feats_s, feats_t, contrast, scale)
-        if not self.distill_schedule.constant:
-            terms.append(('distill_scale', self.output.new_tensor(float(scale)), False))
-        return terms
 
     def contrast_negatives(self, feats_t):
         """The negatives of ``contrast_opt.negatives``, in that order.

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from skd_basicsr.distill.adapters import adapters_for_pairs
 from skd_basicsr.distill.distill_options import parse_distill_options
 from skd_basicsr.distill.feature_space import teacher_feature_space
+from skd_basicsr.distill.distill_schedule import DistillSchedule
 from skd_basicsr.distill.student_init import LAST_CONV_SCALE, kaiming_start, same_on_every_rank
 from skd_basicsr.distill.taps import FeatureTaps
 from skd_basicsr.distill.teacher import build_frozen_teacher, teacher_metrics
@@ -85,13 +86,13 @@ class SKDModel(SRModel):
     """
 
     once_per_step = ('after_step', )  # under train.accum_iter, after the step only (platform/accumulation.py)
-    study_train_options = ('distill_schedule', )  # train options that only the study's model takes
 
     def init_training_settings(self):
-        for key in self.study_train_options:
-            if key in self.opt['train']:
-                raise OptionError(f'train.{key} is an option of the distillation study (benchmarks/study, '
-                                  f'model_type: StudySKDModel), not of {type(self).__name__}.')
+        train_opt = self.opt['train']
+        self.distill_schedule = DistillSchedule.from_options(train_opt.get('distill_schedule'))
+        if not self.distill_schedule.constant and not (train_opt.get('feature_opt') or train_opt.get('contrast_opt')):
+            raise OptionError('train.distill_schedule scales feature_opt and contrast_opt, but neither is set; remove '
+                              'the schedule or add a distillation term.')
         self.distill_opt = parse_distill_options(self.opt.get('distill'), self.opt['train'].get('feature_opt'))
         self.net_t = build_frozen_teacher(self.opt, self.device)
         self.print_network(self.net_t)
@@ -275,11 +276,14 @@ class SKDModel(SRModel):
             terms.append(('l_cl', scale * self.cri_contrast.from_features(*contrast), True))
         elif self.cri_contrast:
             terms.append(('l_cl', zero, True))
+        if not self.distill_schedule.constant:
+            terms.append(('distill_scale', self.output.new_tensor(float(scale)), False))
         return terms
 
     def distill_scale(self, current_iter):
-        """The factor on alpha2 L_GK and alpha3 L_CL at ``current_iter``: 1, as in the paper."""
-        return 1.0
+        """The factor on alpha2 L_GK and alpha3 L_CL at ``current_iter``: ``train.distill_schedule``'s
+        (:mod:`skd_basicsr.distill.distill_schedule`; 1 at every iteration without one, as in the paper)."""
+        return self.distill_schedule(current_iter)
 
     def contrast_negatives(self, feats_t):
         """L_CL's negatives and their features where pass 2 already recorded them.

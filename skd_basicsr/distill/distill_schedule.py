@@ -1,9 +1,11 @@
 """``train.distill_schedule``: a factor on the distillation terms (alpha2 L_GK and alpha3 L_CL) over the iterations.
 
-A candidate of the distillation study (issue 10), taken by StudySKDModel. The paper keeps alpha2 and alpha3
-constant. Two readings of when feature distillation should act are offered here:
+The paper keeps alpha2 and alpha3 constant (no ``distill_schedule``: a factor of 1 at every iteration). Two
+readings of when feature distillation should act, first candidates of the distillation study (docs/kd_study.md):
 
-* a warm-up, so that the freshly built adapters (and a student far from the teacher) are not pulled hard at once;
+* a warm-up, so that the freshly built adapters (and a student far from the teacher) are not pulled hard at once.
+  On a student cut in width only, started from the teacher's weights, normalised L_GK warmed up over the first 10%
+  of the iterations did better than without (docs/kd_study.md, 5.12), and `basicsr distill` writes it there;
 * a decay to zero, so that the student is guided early and then trained on the ground truth alone, without being
   pulled back towards a teacher it has caught up with.
 
@@ -16,7 +18,7 @@ Options (all iterations are BasicSR's ``current_iter``, which starts at 1)::
         end_iter: 600      # ... and reaches 0 here; from then on the terms are not computed at all (default: none)
 
 The factor multiplies ``loss_weight`` of ``feature_opt`` and ``contrast_opt``; ``output_opt`` (output KD) and the
-pixel loss are not scheduled. StudySKDModel logs it as ``distill_scale``.
+pixel loss are not scheduled. SKDModel logs it as ``distill_scale``; at 0 the terms are not computed at all.
 """
 import numbers
 
