@@ -41,6 +41,7 @@ FEATURE_LOSS = {'type': 'SKDFeatureLoss', 'loss_weight': 0.1, 'mca_weight': 1.0,
                 'branches': ['direct', 'channel', 'spatial'], 'spatial_softmax': 'contracted'}
 # the recommended terms' L_GK: the teacher's per-level RMS and a mean over levels and branches
 NORMALISED_FEATURE_LOSS = dict(FEATURE_LOSS, feature_norm='teacher_rms', level_reduction='mean')
+WARMUP_FRACTION = 0.1  # ... with alpha2 warmed up over this fraction of the steps (train.distill_schedule)
 OUTPUT_LOSS = {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}
 CONTRAST_LAYERS = 3  # L_CL's teacher feature space: the teacher modules of the first pairs
 
@@ -78,6 +79,10 @@ def check_training_file(opt, path):
     if missing or not isinstance((opt.get('datasets') or {}).get('train'), dict):
         raise OptionError(f'-opt {path} is not a BasicSR training file: it needs network_g, train and datasets.train '
                           f'(missing: {missing or ["datasets.train"]}).')
+    total = opt['train'].get('total_iter')
+    if isinstance(total, bool) or not isinstance(total, (int, float)):
+        raise OptionError(f'-opt {path}: train.total_iter is missing or not a number ({total!r}); BasicSR trains for '
+                          'that many iterations.')
     if opt.get('model_type') == 'SKDModel' or 'network_t' in opt:
         raise OptionError(f'-opt {path} distils already (model_type {opt.get("model_type")}, network_t); give the '
                           "teacher's own training file.")
@@ -150,7 +155,8 @@ def recommended_note(init, width_only):
                 'teacher\'s weights it did not win over output-L1 alone at three times the study\'s budget, '
                 'docs/kd_study.md; --terms skd adds it)')
     return ('(the student keeps the teacher\'s depth and starts from its weights: the recommended terms add '
-            'normalised L_GK, which won for such a student in the study, docs/kd_study.md)')
+            f'normalised L_GK, alpha2 warmed up over the first {WARMUP_FRACTION:.0%} of the steps, which won for '
+            'such a student in the study, docs/kd_study.md)')
 
 
 def skd_options(opt, teacher_opt, student_opt, weights, param_key, pairs, init, terms, full_size):
@@ -183,12 +189,14 @@ def skd_options(opt, teacher_opt, student_opt, weights, param_key, pairs, init, 
         distill['student_init'] = 'kaiming'
     out['distill'] = distill
     train = out['train']
-    for key in ('output_opt', 'feature_opt', 'contrast_opt'):
+    for key in ('output_opt', 'feature_opt', 'contrast_opt', 'distill_schedule'):
         train.pop(key, None)
     if 'output_opt' in sections:
         train['output_opt'] = dict(OUTPUT_LOSS)
     if feature:
         train['feature_opt'] = dict(NORMALISED_FEATURE_LOSS if terms == 'recommended' else FEATURE_LOSS)
+        if terms == 'recommended':  # alpha2 warmed up over the first WARMUP_FRACTION of the steps
+            train['distill_schedule'] = {'warmup_iter': max(1, round(WARMUP_FRACTION * int(train['total_iter'])))}
     if 'contrast_opt' in sections:
         layers = {pair['teacher']: 1.0 for pair, _ in pairs[:CONTRAST_LAYERS]}
         train['contrast_opt'] = {'type': 'SKDContrastiveLoss', 'loss_weight': 0.1, 'feature_space': 'teacher',
