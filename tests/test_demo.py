@@ -60,17 +60,19 @@ def test_quick_demo_writes_results_table_and_figure(tmp_path):
 
 def test_demo_trains_the_width_regimes_recommendation():
     """The demo's student is the study's width regime, and its `skd` row and learning rate are that regime's measured
-    best (docs/kd_study.json), written as a product option file: SKDFeatureLoss, not the study's class."""
+    best (docs/kd_study.json), written as a product option file: SKDModel's warm-up and SKDFeatureLoss, not the
+    study's classes."""
     from benchmarks.study.regimes import REGIMES
     from skd_basicsr.tools.demo import DEMO_PAIR, DEMO_VARIANTS, STUDENT, STUDENTS, student_options
 
     width = json.loads((REPO / 'docs' / 'kd_study.json').read_text())['width']
-    assert STUDENTS['skd'] == width['recommended']['variant'] == 'gkn_kd_init'
+    assert STUDENTS['skd'] == width['recommended']['variant'] == 'gkn_kd_warmup_init'
     assert DEMO_PAIR.lr == width['lr'] == REGIMES['width'].pair.lr
     assert width['student'] == STUDENT == DEMO_PAIR.student
     folders = {'train': 'train', 'val': 'val'}
-    opt = student_options(DEMO_VARIANTS['gkn_kd_init'], 'skd', folders, {'iter': 600, 'gt_size': 48, 'batch': 4},
-                          'teacher.pth')
+    budget = {'iter': 600, 'gt_size': 48, 'batch': 4}
+    opt = student_options(DEMO_VARIANTS['gkn_kd_warmup_init'], 'skd', folders, budget, 'teacher.pth')
+    assert opt['model_type'] == 'SKDModel' and opt['train']['distill_schedule'] == {'warmup_iter': 60}
     assert opt['train']['optim_g']['lr'] == 4e-3 and opt['train']['scheduler']['eta_min'] == pytest.approx(4e-5)
     assert opt['train']['output_opt'] == {'type': 'L1Loss', 'loss_weight': 1.0}
     feature = opt['train']['feature_opt']

@@ -159,20 +159,25 @@ def test_a_student_cut_in_width_only_gets_normalised_l_gk_and_skd_terms_are_the_
     student_file = write_options(tmp_path / 'student.yml', {'network_g': dict(TEACHERS['EDSR'][0], num_feat=8)})
     out = str(tmp_path / 'SKD.yml')
     assert distill_main(['-opt', option_file, '--teacher', weights, '--student', student_file, '--out', out]) == 0
-    assert 'keeps the teacher\'s depth and starts from its weights: the recommended terms add normalised L_GK' in \
-        capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert 'keeps the teacher\'s depth and starts from its weights: the recommended terms add normalised L_GK, ' \
+        'alpha2 warmed up over the first 10% of the steps' in printed
     opt = read(out)
     assert opt['distill']['init_from_teacher'] is True and opt['distill']['features']
     assert opt['train']['output_opt']['type'] == 'L1Loss'
     feature = opt['train']['feature_opt']
     assert (feature['feature_norm'], feature['level_reduction']) == ('teacher_rms', 'mean')
     assert 'contrast_opt' not in opt['train']
+    # alpha2 warmed up over the first 10% of the training file's steps
+    total_iter = read(option_file)['train']['total_iter']
+    assert opt['train']['distill_schedule'] == {'warmup_iter': max(1, round(0.1 * total_iter))}
     out = str(tmp_path / 'SKD_terms.yml')
     assert distill_main(['-opt', option_file, '--teacher', weights, '--student', student_file, '--terms', 'skd',
                          '--out', out]) == 0
     opt = read(out)
     assert opt['train']['contrast_opt']['type'] == 'SKDContrastiveLoss'
     assert not {'feature_norm', 'level_reduction'} & set(opt['train']['feature_opt'])  # the paper's sum
+    assert 'distill_schedule' not in opt['train']  # the paper's constant alphas
 
 
 def test_a_student_of_another_family_distils_through_its_features(tmp_path, monkeypatch, capsys):
