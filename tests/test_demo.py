@@ -23,7 +23,7 @@ def test_quick_demo_writes_results_table_and_figure(tmp_path):
     proc = run_cli(['demo', '--quick', '--out', 'out'], cwd=tmp_path, env={'OMP_NUM_THREADS': '2'})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f'[demo] stage 1/6: teacher 16-channel Restormer, shipped weights {TEACHER_WEIGHTS}' in proc.stdout
-    assert '[demo] stage 5/6: recommended student (gkn_kd_init), 10 iterations at lr 0.004' in proc.stdout
+    assert '[demo] stage 5/6: recommended student (gkn_kd_warmup_init), 10 iterations at lr 0.004' in proc.stdout
     out = tmp_path / 'out'
     results = json.loads((out / 'results.json').read_text())
     assert set(STUDENTS) == {'scratch', 'scratch_init', 'output_kd', 'skd', 'skd_paper'}

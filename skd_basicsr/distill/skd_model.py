@@ -81,6 +81,9 @@ class SKDModel(SRModel):
     ``distill.student_init: kaiming`` is the random start for a student that weight selection cannot reach
     (:mod:`skd_basicsr.distill.student_init`), under the same rules, with rank 0's draw given to every rank.
 
+    ``train.distill_schedule`` (:mod:`skd_basicsr.distill.distill_schedule`) scales alpha2 and alpha3 over the
+    iterations (a warm-up, a decay to 0), logged as ``distill_scale``; without it they are constant, as in the paper.
+
     Subclasses (the study's, in benchmarks/study) change the iteration through :meth:`distill_scale`,
     :meth:`contrast_negatives` and :meth:`after_step`.
     """

@@ -12,9 +12,11 @@ training file (datasets, schedule, validation, logging) and runs as it is with `
 * ``recommended`` (default): the distillation study's best setting for the kind of student (docs/kd_study.md,
   section 5 and its conclusion): the teacher's weights where weight selection maps the pair, plus L1 to the teacher's
   output, and, for a student that keeps the teacher's depth (cut in width only), L_GK in its normalised form on the
-  feature pairs (alpha2 0.1). At the learning rate tuned for the student trained alone, that L_GK won on the teacher's
-  weights for a Restormer cut in width only (+0.07 ± 0.02 dB, and +0.10 ± 0.04 dB at three times the budget); for one
-  cut in depth it won at the study's budget (+0.12 ± 0.05 dB) but not at three times it (+0.04 ± 0.03 dB, 6 seeds),
+  feature pairs (alpha2 0.1, warmed up over the first tenth of ``train.total_iter``: ``train.distill_schedule``). At
+  the learning rate tuned for the student trained alone, that L_GK won on the teacher's weights for a Restormer cut in
+  width only (+0.15 ± 0.04 dB warmed up, +0.07 ± 0.02 dB without, and +0.12 ± 0.05 and +0.10 ± 0.04 dB at three times
+  the budget); for one cut in depth it won at the study's budget (+0.12 ± 0.05 dB) but not at three times it (+0.04 ±
+  0.03 dB, 6 seeds),
   so a student cut in depth, as every shipped file cuts its own, gets output-L1 alone. A student of another family,
   which cannot start from the teacher's weights, gets output-L1 alone too: for a CNN from a Restormer teacher, L_GK
   beside output-L1 led within its spread at the study's budget and did not win at three times it;
