@@ -79,5 +79,5 @@ CANDIDATES['skd_paper_init'] = DEMO_VARIANTS['skd_paper']._replace(
 CANDIDATES.update({f'{name}_init': v._replace(what=f'{v.what}; initialised from the teacher', init=True)
                    for name, v in list(CANDIDATES.items())
                    if not name.endswith('_init') and f'{name}_init' not in DEMO_VARIANTS})
-# name -> Variant: the demo's first (gkn_kd_init, its recommended student, among them), then the candidates
+# name -> Variant: the demo's first (gkn_kd_warmup_init, its recommended student, among them), then the candidates
 VARIANTS = dict(DEMO_VARIANTS, **CANDIDATES)
