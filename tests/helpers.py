@@ -187,3 +187,12 @@ class PixelSpace:
 def l1(x, y):
     """Per-sample mean absolute difference, as L_CL measures distances."""
     return (x - y).abs().flatten(1).mean(1)
+
+
+def logged_terms(model, current_iter):
+    """The loss terms one ``optimize_parameters`` of ``model`` logs on :func:`noisy_batch`, with the optimizer's step
+    disabled so that every call sees the same weights."""
+    model.optimizer_g.step = lambda *a, **k: None
+    model.feed_data(noisy_batch())
+    model.optimize_parameters(current_iter)
+    return {k: float(v) for k, v in model.log_dict.items()}

@@ -7,7 +7,7 @@ from basicsr.models import build_model
 from skd_basicsr.distill.distill_schedule import DistillSchedule
 from skd_basicsr.platform.errors import OptionError
 
-from helpers import noisy_batch, skd_model_opt
+from helpers import logged_terms, skd_model_opt
 
 
 def test_schedule_warms_up_holds_and_decays_to_zero():
@@ -30,13 +30,6 @@ def test_schedule_warms_up_holds_and_decays_to_zero():
 def test_schedule_options_are_checked(opt, message):
     with pytest.raises(OptionError, match=message):
         DistillSchedule.from_options(opt)
-
-
-def logged_terms(model, current_iter):
-    model.optimizer_g.step = lambda *a, **k: None  # the same weights at every call
-    model.feed_data(noisy_batch())
-    model.optimize_parameters(current_iter)
-    return {k: float(v) for k, v in model.log_dict.items()}
 
 
 def test_schedule_scales_l_gk_and_l_cl_and_stops_computing_them(tmp_path):

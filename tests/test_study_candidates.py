@@ -13,7 +13,7 @@ from skd_basicsr.platform.errors import OptionError
 
 from benchmarks.study.contrastive_loss import StudySKDContrastiveLoss
 
-from helpers import PixelSpace, l1, noisy_batch, skd_model_opt
+from helpers import PixelSpace, l1, logged_terms, noisy_batch, skd_model_opt
 
 
 def images(seed=0, count=4):
@@ -168,13 +168,6 @@ def test_the_product_contrastive_loss_refuses_the_studys_options(tmp_path, optio
                                           r'option of the distillation study \(benchmarks/study, '
                                           r'StudySKDContrastiveLoss\)'):
         build_model(opt)
-
-
-def logged_terms(model, current_iter):
-    model.optimizer_g.step = lambda *a, **k: None  # the same weights at every call
-    model.feed_data(noisy_batch())
-    model.optimize_parameters(current_iter)
-    return {k: float(v) for k, v in model.log_dict.items()}
 
 
 def test_the_study_model_with_the_products_options_is_the_product(tmp_path):
