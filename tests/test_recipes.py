@@ -24,6 +24,8 @@ from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from skd_basicsr.platform.checkpoint import safe_torch_load
 from skd_basicsr.platform.options import yaml_load
 
+from benchmarks.bench_skd import commented_section
+
 from helpers import save_teacher, train_here, write_options
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -103,24 +105,13 @@ def root(tmp_path_factory):
     return top
 
 
-def with_l_gk(text):
-    """The option file's text with its commented ``feature_opt`` block (L_GK) restored, as its header tells."""
-    lines = text.split('\n')
-    start = lines.index(next(line for line in lines if line.startswith('  # feature_opt:')))
-    lines[start] = '  ' + lines[start][len('  # '):]
-    for i in range(start + 1, len(lines)):
-        if not lines[i].startswith('  #   '):
-            break
-        lines[i] = '    ' + lines[i][len('  #   '):]
-    return '\n'.join(lines)
-
-
 def shrunk(path, root, restore_l_gk=False):
     """The option file as plain data, cut in width and in length for the check (see the module doc); with
     ``restore_l_gk``, with the L_GK block the file leaves commented restored."""
     with open(path) as f:
-        text = f.read()
-    opt = json.loads(json.dumps(yaml_load(with_l_gk(text) if restore_l_gk else text, source=path)))
+        opt = json.loads(json.dumps(yaml_load(f.read(), source=path)))
+    if restore_l_gk:
+        opt['train']['feature_opt'] = commented_section(path, 'feature_opt')
     arch = opt['network_g']['type']
     for key, widths in WIDTHS[arch].items():
         for net, width in zip(('network_t', 'network_g'), widths):

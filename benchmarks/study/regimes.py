@@ -30,21 +30,20 @@ studies at 1e-3 stay in docs/study as a second learning rate.
 from collections import namedtuple
 from os import path as osp
 
-from skd_basicsr.tools.demo import DEMO_PAIR, TEACHER, TEACHER_WEIGHTS, Pair
+from skd_basicsr.tools.demo import CROSS_PAIR, DEMO_PAIR, TEACHER, TEACHER_WEIGHTS, Pair
 
 HERE = osp.dirname(osp.abspath(__file__))
 
 DEPTH_TEACHER = dict(TEACHER, num_blocks=[4, 6, 6, 8], num_refinement_blocks=4)
 DEPTH_STUDENT = dict(TEACHER, num_blocks=[1, 1, 2, 2], num_refinement_blocks=2)
 DEPTH_TEACHER_WEIGHTS = osp.join(HERE, 'depth_teacher.pth')
-# BasicSR's SRVGGNetCompact initialised to see its input (benchmarks/study/archs.py): with PyTorch's default
-# initialisation the body starts blind to the input and the scratch student's escape from the identity is a lottery
-# of the seed (docs/kd_study.md, section 5.1)
-CNN_STUDENT = {'type': 'StudySRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_conv': 12,
-               'upscale': 1, 'act_type': 'prelu'}
+# the demo's cross-family student (BasicSR's SRVGGNetCompact), as the study's class that initialises it to see its
+# input (benchmarks/study/archs.py): with PyTorch's default initialisation the body starts blind to the input and the
+# scratch student's escape from the identity is a lottery of the seed (docs/kd_study.md, section 5.1)
+CNN_STUDENT = dict(CROSS_PAIR.student, type='StudySRVGGNetCompact')
 # teacher level -> student layer: what pair_features finds for this pair (tests/test_kd_study.py checks it); the
 # teacher's encoder_level1, decoder_level1 and refinement are the outputs of their last blocks
-CNN_LAYERS = {'encoder_level1': 'body.6', 'decoder_level1': 'body.19', 'refinement': 'body.25'}
+CNN_LAYERS = CROSS_PAIR.student_layers
 
 # A regime: what it is, its networks (Pair, with the learning rate chosen for its scratch student), the teacher's
 # weights, the iterations of every student, whether the student can start from the teacher's weights (`_init`
@@ -63,7 +62,7 @@ REGIMES = {
                     '0.372x its parameters', Pair(DEPTH_STUDENT, DEPTH_TEACHER, lr=2e-3), DEPTH_TEACHER_WEIGHTS, 600,
                     True, _RANDOM_START + _TEACHER_START),
     'cross_family': Regime('SRVGGNetCompact (64 features, 12 convolutions) from the demo teacher, 0.385x its '
-                           'parameters', Pair(CNN_STUDENT, TEACHER, CNN_LAYERS, lr=5e-4), TEACHER_WEIGHTS, 600,
+                           'parameters', CROSS_PAIR._replace(student=CNN_STUDENT), TEACHER_WEIGHTS, 600,
                            False, _RANDOM_START),
 }
 

@@ -96,7 +96,7 @@ class SKDModel(SRModel):
         if not self.distill_schedule.constant and not (train_opt.get('feature_opt') or train_opt.get('contrast_opt')):
             raise OptionError('train.distill_schedule scales feature_opt and contrast_opt, but neither is set; remove '
                               'the schedule or add a distillation term.')
-        self.distill_opt = parse_distill_options(self.opt.get('distill'), self.opt['train'].get('feature_opt'))
+        self.distill_opt = parse_distill_options(self.opt.get('distill'), train_opt.get('feature_opt'))
         self.net_t = build_frozen_teacher(self.opt, self.device)
         self.print_network(self.net_t)
         if self.distill_opt['init_from_teacher']:
@@ -104,7 +104,7 @@ class SKDModel(SRModel):
         elif self.distill_opt['student_init'] != 'default':
             self.init_student_at_random()
         self.pairs = self.distill_opt['features']
-        if self.pairs and not self.opt['train'].get('feature_opt'):
+        if self.pairs and not train_opt.get('feature_opt'):
             # the pairs are L_GK's alone: without it they are neither tapped nor adapted (the shipped files keep
             # them for the commented feature_opt block)
             get_root_logger().info(f'distill.features: {len(self.pairs)} pair(s) unused, train.feature_opt (L_GK) '
@@ -112,7 +112,6 @@ class SKDModel(SRModel):
             self.pairs = []
         self.taps_s = FeatureTaps(self.get_bare_model(self.net_g), [p['student'] for p in self.pairs], 'network_g')
 
-        train_opt = self.opt['train']
         self.cri_feat = build_loss_checked(train_opt, 'feature_opt', self.device, STUDY_OPTIONS,
                                            **self.distill_opt['spatial_forms'])
         self.cri_output = build_loss_checked(train_opt, 'output_opt', self.device)

@@ -70,6 +70,8 @@ DEMO_VARIANTS = {
     'output_kd': Variant('L1 to the teacher output', OUTPUT_KD, None, True),
     'output_kd_init': Variant('L1 to the teacher output; initialised from the teacher', OUTPUT_KD, None, True,
                               init=True),
+    'gkn_kd': Variant('normalised L_GK (teacher RMS, mean over levels and branches; windows), alpha2 = 0.1 + L1 to '
+                      'the teacher output', dict(OUTPUT_KD, feature_opt=NORMALISED_FEATURE_LOSS), 'window', True),
     'gkn_kd_init': Variant('normalised L_GK (teacher RMS, mean over levels and branches; windows), alpha2 = 0.1 + L1 '
                            'to the teacher output; initialised from the teacher',
                            dict(OUTPUT_KD, feature_opt=NORMALISED_FEATURE_LOSS), 'window', True, init=True),
@@ -101,9 +103,6 @@ CNN_STUDENT = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_
                'upscale': 1, 'act_type': 'prelu'}
 CNN_LAYERS = {'encoder_level1': 'body.6', 'decoder_level1': 'body.19', 'refinement': 'body.25'}
 CROSS_PAIR = Pair(CNN_STUDENT, TEACHER, CNN_LAYERS, lr=5e-4)
-DEMO_VARIANTS['gkn_kd'] = Variant('normalised L_GK (teacher RMS, mean over levels and branches; windows), alpha2 = 0.1 '
-                                  '+ L1 to the teacher output', dict(OUTPUT_KD, feature_opt=NORMALISED_FEATURE_LOSS),
-                                  'window', True)
 # A regime of the demo: what it is, its networks (Pair), how every student starts ('teacher': the `_init` variants
 # from the teacher's selected weights, the others at random; 'kaiming': every student from one Kaiming-initialised
 # start, distill.student_init's, saved once), the students it trains (results key -> variant) and their labels.

@@ -161,12 +161,10 @@ def recommended_note(init, width_only):
             'such a student in the study, docs/kd_study.md)')
 
 
-def skd_options(opt, teacher_opt, student_opt, weights, param_key, pairs, init, terms, full_size):
+def skd_options(opt, teacher_opt, student_opt, weights, param_key, pairs, init, terms, full_size, width_only):
     """The SKD option dict: ``opt`` with the student, the teacher and the distillation terms, in BasicSR's order
     (the teacher after the student, distill after path)."""
-    from skd_basicsr.distill.student_search import keeps_depth
-
-    sections = out_terms(terms, init, keeps_depth(student_opt, teacher_opt))
+    sections = out_terms(terms, init, width_only)
     feature = 'feature_opt' in sections
     out = {}
     for key, value in copy.deepcopy(opt).items():
@@ -272,13 +270,15 @@ def run(args):
     if not same_family(student_opt, teacher_opt):
         start += ', its convolutions Kaiming-initialised (distill.student_init: kaiming, the start the study measured)'
     lines.append(f'start: {start} ({why}); terms: {args.terms}')
+    width_only = keeps_depth(student_opt, teacher_opt)
     if args.terms == 'recommended':
-        lines.append(recommended_note(init, keeps_depth(student_opt, teacher_opt)))
+        lines.append(recommended_note(init, width_only))
     print('\n'.join(lines))
     if args.dry_run:
         return 0
 
-    out = skd_options(opt, teacher_opt, student_opt, args.teacher, param_key, sized, init, args.terms, full_size)
+    out = skd_options(opt, teacher_opt, student_opt, args.teacher, param_key, sized, init, args.terms, full_size,
+                      width_only)
     intro = (f'SKD option file written by `basicsr distill` from {args.opt} and the teacher {args.teacher} (param key '
              f'{param_key or "none: a bare state dict"}). Everything but the networks, path, distill and the '
              f'distillation terms is the training file\'s; the experiment name has _SKD appended. Student: {rule}.')
